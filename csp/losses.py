@@ -1,0 +1,230 @@
+"""CSP objectives (self-supervised) and the supervised presence-only loss.
+
+Self-supervised pre-training reads a :class:`PretrainBatch`, which has locations and frozen image
+features and, by construction, no label field: the objective cannot see labels.
+
+Notation (B = batch size, E = embedding size, F = image-feature size, K = random negative
+locations per sample):
+
+* ``loc = e(x)`` ``(B, E)``, ``img = W f(I)`` ``(B, E)``, ``s_ij = <loc_i, img_j> / tau``.
+* **B** (in-batch, MC): ``L_B = CE(s, diag)``: for each location the matching image among the
+  batch's images; ``symmetric`` averages it with the image -> location direction.
+* **L** (random locations): ``L_L = -log softmax([s_ii, <e(x'_i1), img_i>/tau, ...])_0``: for each
+  image, its own location against K locations drawn uniformly on the sphere.
+* **D** (SimCSE): two dropout views ``loc^1, loc^2`` of the same locations;
+  ``L_D = CE(<loc^1_i, loc^2_j> / tau_D, diag)``.
+* **NCE**: the binary logistic version: ``-log sig(s_ii) - mean_j!=i log sig(-s_ij)`` (plus the
+  same over the random locations), averaged over the batch.
+* **MSE**: ``|| dec(e(x)) - f(I) ||^2`` averaged over batch and features.
+
+``total = w_B L_B + w_L L_L + w_D L_D`` (MC), with each weight 0 switching a term off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from csp.models import OBJECTIVES, LocationImageEncoder
+
+Gather = Callable[[Tensor], Tensor]
+"""Concatenates a tensor over all processes along dim 0, keeping gradients (identity alone)."""
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+@dataclass(frozen=True)
+class PretrainBatch:
+    """One pre-training batch: locations ``(B, 2)`` degrees and frozen image features ``(B, F)``.
+
+    There is deliberately no label field.
+    """
+
+    lonlat: Tensor
+    image_features: Tensor
+
+
+@dataclass
+class CSPLossConfig:
+    """Weights and temperatures of the CSP objective.
+
+    ``objective``: ``mc`` (InfoNCE), ``nce`` (binary logistic) or ``mse``.
+    ``num_random_locations``: K negatives per sample for the L term (0: off).
+    ``normalize``: L2-normalise both embeddings before the dot product (cosine similarity).
+    """
+
+    objective: str = "mc"
+    in_batch_weight: float = 1.0
+    random_location_weight: float = 1.0
+    num_random_locations: int = 1
+    simcse_weight: float = 1.0
+    temperature: float = 1.0
+    simcse_temperature: float = 1.0
+    symmetric: bool = False
+    normalize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
+        if self.temperature <= 0 or self.simcse_temperature <= 0:
+            raise ValueError("temperatures must be positive")
+        if self.num_random_locations < 0:
+            raise ValueError("num_random_locations must be >= 0")
+
+    @property
+    def uses_random_locations(self) -> bool:
+        return (
+            self.objective != "mse"
+            and self.num_random_locations > 0
+            and self.random_location_weight > 0
+        )
+
+    @property
+    def uses_simcse(self) -> bool:
+        return self.objective != "mse" and self.simcse_weight > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def info_nce(queries: Tensor, keys: Tensor, temperature: float, symmetric: bool = False) -> Tensor:
+    """InfoNCE with the diagonal as target.
+
+    Args:
+        queries: ``(N, E)``; keys: ``(N, E)``, row i of each is a positive pair.
+        temperature: tau > 0.
+        symmetric: average the query->key and key->query directions.
+
+    Returns:
+        scalar loss.
+    """
+    logits = queries @ keys.T / temperature
+    target = torch.arange(logits.shape[0], device=logits.device)
+    loss = F.cross_entropy(logits, target)
+    if symmetric:
+        loss = 0.5 * (loss + F.cross_entropy(logits.T, target))
+    return loss
+
+
+def random_location_loss(positive: Tensor, negatives: Tensor) -> Tensor:
+    """Softmax loss of each positive against its own negatives.
+
+    Args:
+        positive: ``(B,)`` logits of the true pairs.
+        negatives: ``(B, K)`` logits of the same image against K random locations.
+    """
+    logits = torch.cat([positive[:, None], negatives], dim=1)
+    return -F.log_softmax(logits, dim=1)[:, 0].mean()
+
+
+def binary_nce(positive: Tensor, negatives: Tensor) -> Tensor:
+    """``mean_i [-log sig(pos_i) - mean_k log sig(-neg_ik)]``; positive ``(B,)``, negatives ``(B, K)``."""
+    return (-F.logsigmoid(positive) - F.logsigmoid(-negatives).mean(dim=1)).mean()
+
+
+def _maybe_normalize(x: Tensor, normalize: bool) -> Tensor:
+    return F.normalize(x, dim=-1) if normalize else x
+
+
+def csp_loss(
+    model: LocationImageEncoder,
+    batch: PretrainBatch,
+    config: CSPLossConfig,
+    random_lonlat: Tensor | None = None,
+    gather: Gather = _identity,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The CSP pre-training objective on one batch.
+
+    Args:
+        model: location-image model (its objective must match ``config.objective``).
+        batch: this process's ``(B, 2)`` locations and ``(B, F)`` frozen image features.
+        config: weights and temperatures.
+        random_lonlat: ``(B, K, 2)`` random negative locations in degrees (needed when
+            ``config.uses_random_locations``).
+        gather: all-gather with gradients across processes for the in-batch terms; with
+            ``torch.distributed`` this makes B negatives come from the global batch.
+
+    Returns:
+        ``(total, terms)``: scalar loss and its detached terms by name (no host sync).
+    """
+    if model.objective != config.objective:
+        raise ValueError(
+            f"model objective {model.objective!r} != loss objective {config.objective!r}"
+        )
+    loc = model.encode_locations(batch.lonlat)
+    terms: dict[str, Tensor] = {}
+    if config.objective == "mse":
+        total = F.mse_loss(model.decode_locations(loc), batch.image_features)
+        terms["mse"] = total.detach()
+        return total, terms
+
+    img = _maybe_normalize(model.encode_images(batch.image_features), config.normalize)
+    loc = _maybe_normalize(loc, config.normalize)
+    tau = config.temperature
+    positive = (loc * img).sum(-1) / tau
+    negatives = None
+    if config.uses_random_locations:
+        if random_lonlat is None:
+            raise ValueError("random_lonlat (B, K, 2) is required for the random-location term")
+        neg_loc = _maybe_normalize(model.encode_locations(random_lonlat), config.normalize)
+        negatives = torch.einsum("bke,be->bk", neg_loc, img) / tau
+
+    total = loc.new_zeros(())
+    global_loc, global_img = gather(loc), gather(img)
+    if config.objective == "mc":
+        if config.in_batch_weight > 0:
+            terms["in_batch"] = info_nce(global_loc, global_img, tau, config.symmetric)
+            total = total + config.in_batch_weight * terms["in_batch"]
+        if negatives is not None:
+            terms["random_location"] = random_location_loss(positive, negatives)
+            total = total + config.random_location_weight * terms["random_location"]
+    else:  # nce
+        logits = global_loc @ global_img.T / tau
+        off_diagonal = ~torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+        in_batch_neg = logits[off_diagonal].view(logits.shape[0], -1)
+        if config.in_batch_weight > 0:
+            terms["in_batch"] = binary_nce(logits.diagonal(), in_batch_neg)
+            total = total + config.in_batch_weight * terms["in_batch"]
+        if negatives is not None:
+            terms["random_location"] = binary_nce(positive, negatives)
+            total = total + config.random_location_weight * terms["random_location"]
+
+    if config.uses_simcse:
+        view = _maybe_normalize(model.encode_locations(batch.lonlat), config.normalize)
+        terms["simcse"] = info_nce(global_loc, gather(view), config.simcse_temperature)
+        total = total + config.simcse_weight * terms["simcse"]
+    return total, {name: value.detach() for name, value in terms.items()}
+
+
+def presence_only_loss(
+    logits: Tensor, labels: Tensor, random_logits: Tensor, pos_weight: float | None = None
+) -> Tensor:
+    """Supervised presence-only loss ("full" loss of GeoPrior / SINR).
+
+    ``mean_{i,k}[ -log(1 - sig(l_ik)) for k != y_i, -pos_weight log sig(l_iy_i) for k = y_i ]
+    + mean_{i,k}[ -log(1 - sig(r_ik)) ]``.
+
+    Args:
+        logits: ``(B, C)`` class logits at the observed locations.
+        labels: ``(B,)`` int64 class indices.
+        random_logits: ``(B', C)`` class logits at random locations (absences).
+        pos_weight: weight of the positive term; default C (the number of classes).
+
+    Returns:
+        scalar loss.
+    """
+    num_classes = logits.shape[1]
+    weight = float(num_classes) if pos_weight is None else pos_weight
+    # -log(1 - sig(l)) = softplus(l); -log sig(l) = softplus(-l).
+    negative_term = F.softplus(logits)
+    positive_logit = logits.gather(1, labels[:, None]).squeeze(1)
+    correction = weight * F.softplus(-positive_logit) - F.softplus(positive_logit)
+    observed = (negative_term.sum() + correction.sum()) / logits.numel()
+    return observed + F.softplus(random_logits).mean()

@@ -1,0 +1,77 @@
+"""Batched ranking metrics and the location-prior / geo-aware evaluation.
+
+The rank of the true class is ``1 + #{k : score_k > score_true}`` (ties count in the true
+class's favour), computed by comparison, without sorting: O(N C) and on the device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from csp.models import LocationEncoder
+
+DEFAULT_KS = (1, 3, 5)
+
+
+def true_class_ranks(scores: Tensor, labels: Tensor) -> Tensor:
+    """``scores (N, C)``, ``labels (N,)`` int64 -> ``(N,)`` int64 ranks, 1 = best."""
+    true_score = scores.gather(1, labels[:, None])
+    return (scores > true_score).sum(dim=1) + 1
+
+
+def rank_summary(ranks: Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
+    """Top-k accuracies and MRR in percent from ``(N,)`` ranks."""
+    if ranks.numel() == 0:
+        raise ValueError("no ranks to summarise")
+    ranks = ranks.double()
+    summary = {f"top{k}": float((ranks <= k).double().mean() * 100) for k in ks}
+    summary["mrr"] = float((1.0 / ranks).mean() * 100)
+    return summary
+
+
+@torch.inference_mode()
+def evaluate_prior(
+    encoder: LocationEncoder,
+    lonlat: Tensor,
+    labels: Tensor,
+    image_probs: Tensor | None = None,
+    has_location: Tensor | None = None,
+    block_size: int = 2048,
+    ks: tuple[int, ...] = DEFAULT_KS,
+) -> dict[str, dict[str, float]]:
+    """Location-only and (optionally) geo-aware ranking metrics.
+
+    Args:
+        encoder: location encoder with a class head of C classes (switched to eval mode).
+        lonlat: ``(N, 2)`` degrees, on the encoder's device.
+        labels: ``(N,)`` int64 true classes.
+        image_probs: ``(N, C)`` image-classifier probabilities p(y | I) (optional).
+        has_location: ``(N,)`` bool; where False the geo-aware score falls back to p(y | I).
+        block_size: points per block (bounds memory at ``block_size * C`` floats).
+
+    Returns:
+        ``{"location": {...}}`` plus ``"image"`` and ``"geo_aware"`` when ``image_probs`` is
+        given; each maps ``top1``/``top3``/``top5``/``mrr`` to percentages.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    location_ranks, image_ranks, combined_ranks = [], [], []
+    for start in range(0, lonlat.shape[0], block_size):
+        stop = start + block_size
+        prior = torch.sigmoid(encoder.class_logits(lonlat[start:stop]))
+        block_labels = labels[start:stop]
+        location_ranks.append(true_class_ranks(prior, block_labels))
+        if image_probs is not None:
+            probs = image_probs[start:stop]
+            combined = probs * prior
+            if has_location is not None:
+                combined = torch.where(has_location[start:stop, None], combined, probs)
+            image_ranks.append(true_class_ranks(probs, block_labels))
+            combined_ranks.append(true_class_ranks(combined, block_labels))
+    encoder.train(was_training)
+    results = {"location": rank_summary(torch.cat(location_ranks), ks)}
+    if image_probs is not None:
+        results["image"] = rank_summary(torch.cat(image_ranks), ks)
+        results["geo_aware"] = rank_summary(torch.cat(combined_ranks), ks)
+    return results
