@@ -1,0 +1,264 @@
+"""The predictor API: everything the app asks of a trained model, in one small class.
+
+A model directory (the shipped default is ``assets/default``) holds:
+
+* ``prior/``: a :class:`~csp.models.LocationEncoder` checkpoint with a class head (the location
+  prior over species), see :mod:`csp.checkpoint`;
+* ``csp/`` (optional): the pre-trained :class:`~csp.models.LocationImageEncoder` whose image
+  projection and location encoder share the contrastive space (image -> "where could this be");
+* ``imagenet_species_link.csv`` (optional): ImageNet classes linked to species of the prior.
+
+Geo-aware classification re-weights only the image classes that are linked to a species:
+within that group the probability mass is redistributed in proportion to
+``p(y | I) * prior(species(y) | x)``; the total mass of the group and the scores of classes
+without a link stay as the image classifier gave them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from csp.checkpoint import CheckpointError, load_checkpoint
+from csp.geo import lonlat_grid, validate_lonlat
+from csp.models import LocationEncoder, LocationImageEncoder
+
+PRIOR_DIR = "prior"
+CSP_DIR = "csp"
+LINK_FILE = "imagenet_species_link.csv"
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """One class and its score in [0, 1]."""
+
+    index: int
+    name: str
+    score: float
+
+
+@dataclass(frozen=True)
+class GeoClassification:
+    """Image-only and geo-aware top-k for one photo.
+
+    ``moved`` lists ``(name, rank before, rank after, prior)`` for classes whose rank changed
+    among the union of both top-k lists (ranks are 1-based over all image classes).
+    """
+
+    image_only: list[ClassScore]
+    geo_aware: list[ClassScore]
+    location: tuple[float, float] | None
+    moved: list[tuple[str, int, int, float]]
+
+
+def _top(scores: np.ndarray, names: list[str], k: int) -> list[ClassScore]:
+    k = min(k, scores.shape[0])
+    order = np.argpartition(-scores, k - 1)[:k]
+    order = order[np.argsort(-scores[order], kind="stable")]
+    return [ClassScore(int(i), names[i], float(scores[i])) for i in order]
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    ranks = np.empty(scores.shape[0], dtype=np.int64)
+    ranks[np.argsort(-scores, kind="stable")] = np.arange(1, scores.shape[0] + 1)
+    return ranks
+
+
+class Predictor:
+    """Location prior, range maps, geo-aware classification and image -> location.
+
+    Args:
+        prior_model: location encoder with a class head of C classes.
+        class_names: the C class names.
+        csp_model: pre-trained location-image model (objective ``mc``/``nce``), optional.
+        image_encoder: frozen :class:`csp.image_encoder.ImageEncoder`, optional.
+        species_link: ``{image class index: prior class index}``.
+        expert_range_species: classes whose prior rests partly on expert-range pseudo-presences.
+        device: where the models run.
+    """
+
+    def __init__(
+        self,
+        prior_model: LocationEncoder,
+        class_names: list[str],
+        *,
+        csp_model: LocationImageEncoder | None = None,
+        image_encoder: torch.nn.Module | None = None,
+        species_link: dict[int, int] | None = None,
+        expert_range_species: set[str] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if prior_model.class_emb is None or prior_model.num_classes != len(class_names):
+            raise ValueError(
+                f"prior model has {prior_model.num_classes} classes, "
+                f"but {len(class_names)} class names were given"
+            )
+        self.device = torch.device(device)
+        self.prior_model = prior_model.to(self.device).eval()
+        self.class_names = list(class_names)
+        self._index = {name: i for i, name in enumerate(self.class_names)}
+        self.csp_model = csp_model.to(self.device).eval() if csp_model is not None else None
+        self.image_encoder = image_encoder
+        self.species_link = dict(species_link or {})
+        self.expert_range_species = set(expert_range_species or ())
+        self._grid_embeddings = lru_cache(maxsize=4)(self._grid_embeddings_uncached)
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_directory(
+        cls,
+        directory: str | Path = "assets/default",
+        device: str | torch.device = "cpu",
+        load_image_encoder: bool = True,
+    ) -> Predictor:
+        """Load a model directory (see module docstring)."""
+        directory = Path(directory)
+        prior_model, meta = load_checkpoint(directory / PRIOR_DIR, map_location=device)
+        if not isinstance(prior_model, LocationEncoder):
+            raise CheckpointError(f"{directory / PRIOR_DIR} is not a location prior checkpoint")
+        csp_model = None
+        image_encoder_name = meta.image_encoder
+        if (directory / CSP_DIR).is_dir():
+            loaded, csp_meta = load_checkpoint(directory / CSP_DIR, map_location=device)
+            if isinstance(loaded, LocationImageEncoder) and loaded.image_projection is not None:
+                csp_model = loaded
+                image_encoder_name = csp_meta.image_encoder or image_encoder_name
+        image_encoder = None
+        species_link: dict[int, int] = {}
+        if load_image_encoder and image_encoder_name:
+            from csp.image_encoder import create_image_encoder
+
+            image_encoder = create_image_encoder(image_encoder_name, device=device)
+            if (directory / LINK_FILE).is_file():
+                from csp.species_link import load_species_link
+
+                species_link = load_species_link(directory / LINK_FILE, meta.class_names)
+        return cls(
+            prior_model,
+            meta.class_names,
+            csp_model=csp_model,
+            image_encoder=image_encoder,
+            species_link=species_link,
+            expert_range_species=set(meta.train.get("expert_range_species", [])),
+            device=device,
+        )
+
+    @property
+    def has_image_encoder(self) -> bool:
+        return self.image_encoder is not None
+
+    @property
+    def has_image_to_location(self) -> bool:
+        return self.image_encoder is not None and self.csp_model is not None
+
+    # --- location prior -------------------------------------------------------------------
+
+    def _tensor(self, lonlat: np.ndarray) -> torch.Tensor:
+        array = np.asarray(lonlat, dtype=np.float32).reshape(-1, 2)
+        validate_lonlat(array, source="location")
+        return torch.from_numpy(array).to(self.device)
+
+    @torch.inference_mode()
+    def prior(self, lonlat: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` degrees -> ``(N, C)`` prior probabilities in [0, 1]."""
+        return self.prior_model(self._tensor(lonlat)).float().cpu().numpy()
+
+    def top_classes(self, lon: float, lat: float, k: int = 10) -> list[ClassScore]:
+        """The k most likely classes at one place."""
+        return _top(self.prior(np.array([[lon, lat]]))[0], self.class_names, k)
+
+    def search_classes(self, query: str, limit: int = 20) -> list[str]:
+        """Class names containing ``query`` (case-insensitive), prefix matches first."""
+        needle = query.strip().lower()
+        hits = [n for n in self.class_names if needle in n.lower()]
+        hits.sort(key=lambda n: (not n.lower().startswith(needle), n))
+        return hits[:limit]
+
+    def class_index(self, name: str) -> int:
+        """Index of a class name; KeyError with a hint if unknown."""
+        if name not in self._index:
+            raise KeyError(f"unknown class {name!r}; try search_classes({name[:4]!r})")
+        return self._index[name]
+
+    @torch.inference_mode()
+    def _grid_embeddings_uncached(self, step_deg: float, which: str) -> torch.Tensor:
+        grid = torch.from_numpy(lonlat_grid(step_deg)).to(self.device)
+        model = self.prior_model if which == PRIOR_DIR else self.csp_model.location_encoder
+        return model.embed(grid.view(-1, 2))
+
+    @torch.inference_mode()
+    def range_map(self, class_index: int, step_deg: float = 1.0) -> np.ndarray:
+        """Prior of one class over the globe: ``(180/step, 360/step)``, rows north -> south."""
+        if not 0 <= class_index < len(self.class_names):
+            raise IndexError(f"class index {class_index} outside [0, {len(self.class_names)})")
+        embeddings = self._grid_embeddings(float(step_deg), PRIOR_DIR)
+        weight = self.prior_model.class_emb.weight[class_index]
+        height = round(180 / step_deg)
+        return torch.sigmoid(embeddings @ weight).view(height, 2 * height).cpu().numpy()
+
+    # --- images ---------------------------------------------------------------------------
+
+    def _require_image_encoder(self) -> torch.nn.Module:
+        if self.image_encoder is None:
+            raise RuntimeError("this predictor was loaded without an image encoder")
+        return self.image_encoder
+
+    def geo_reweight(self, image_probs: np.ndarray, lonlat: tuple[float, float]) -> np.ndarray:
+        """Re-weight ``(K,)`` image probabilities of linked classes by the prior at ``lonlat``."""
+        scores = image_probs.astype(np.float64).copy()
+        if not self.species_link:
+            return scores
+        image_idx = np.fromiter(self.species_link.keys(), dtype=np.int64)
+        prior = self.prior(np.array([lonlat]))[0][list(self.species_link.values())]
+        mass = scores[image_idx].sum()
+        weighted = scores[image_idx] * prior
+        if mass > 0 and weighted.sum() > 0:
+            scores[image_idx] = weighted / weighted.sum() * mass
+        return scores
+
+    @torch.inference_mode()
+    def classify(
+        self, image: Image.Image, lonlat: tuple[float, float] | None, k: int = 5
+    ) -> GeoClassification:
+        """Image-only and geo-aware top-k for one photo; ``lonlat`` in degrees or None."""
+        encoder = self._require_image_encoder()
+        _, probs = encoder.encode([image.convert("RGB")])
+        image_probs = probs[0].float().cpu().numpy()
+        names = encoder.class_names or [str(i) for i in range(image_probs.shape[0])]
+        image_top = _top(image_probs, names, k)
+        if lonlat is None:
+            return GeoClassification(image_top, image_top, None, [])
+        self._tensor(np.array(lonlat))  # validates
+        geo = self.geo_reweight(image_probs, lonlat)
+        geo_top = _top(geo, names, k)
+        before, after = _ranks(image_probs), _ranks(geo)
+        prior = self.prior(np.array([lonlat]))[0]
+        moved = []
+        for index in sorted({s.index for s in image_top} | {s.index for s in geo_top}):
+            if before[index] != after[index] and index in self.species_link:
+                prior_value = float(prior[self.species_link[index]])
+                moved.append((names[index], int(before[index]), int(after[index]), prior_value))
+        return GeoClassification(image_top, geo_top, (float(lonlat[0]), float(lonlat[1])), moved)
+
+    @torch.inference_mode()
+    def image_location_map(self, image: Image.Image, step_deg: float = 2.0) -> np.ndarray:
+        """Where could this be: softmax over the globe of <e(x), W f(I)>, ``(H, W)``, sums to 1."""
+        encoder = self._require_image_encoder()
+        if self.csp_model is None:
+            raise RuntimeError("this model directory has no pre-trained CSP model (csp/)")
+        features, _ = encoder.encode([image.convert("RGB")])
+        query = self.csp_model.encode_images(features.to(self.device).float())[0]
+        embeddings = self._grid_embeddings(float(step_deg), CSP_DIR)
+        logits = embeddings @ query
+        height = round(180 / step_deg)
+        # Weight each cell by its area (cos lat) so the map is a distribution over the sphere.
+        lat = torch.from_numpy(lonlat_grid(step_deg)[:, 0, 1]).to(self.device)
+        log_area = torch.log(torch.cos(torch.deg2rad(lat)).clamp(min=1e-6))
+        logits = logits.view(height, 2 * height) + log_area[:, None]
+        return torch.softmax(logits.flatten(), 0).view(height, 2 * height).cpu().numpy()
