@@ -1,0 +1,120 @@
+"""End-to-end trainer runs on small generated data: learning, resume, checkpoints, CLI."""
+
+import json
+
+import pytest
+import torch
+
+from csp.checkpoint import load_checkpoint
+from csp.models import LocationEncoder, LocationImageEncoder
+from tests.synthetic import SPECIES_CENTRES, pairs, write_species_csv
+from train.cli import main
+from train.config import FinetuneConfig, PretrainConfig, load_config
+from train.data import label_fraction_subset, split_by_class
+from train.evaluate import evaluate_checkpoint
+from train.finetune import run_finetune
+from train.pretrain import run_pretrain
+
+SMALL_MODEL = [
+    "model.encoding_kwargs={frequency_num: 8}",
+    "model.hidden_dim=64",
+    "model.embed_dim=32",
+    "runtime.progress=false",
+]
+
+
+def _pretrain_config(out, epochs=6, extra=()):
+    return load_config(
+        PretrainConfig,
+        "csp-mc-bld",
+        [*SMALL_MODEL, f"runtime.out_dir={out}", f"optim.epochs={epochs}", "optim.batch_size=256",
+         "optim.lr=0.003", *extra],
+    )
+
+
+def test_pretraining_lowers_the_contrastive_loss_and_learns_retrieval(tmp_path):
+    config = _pretrain_config(tmp_path / "pre")
+    result = run_pretrain(config, pairs=pairs())
+    losses = [r["loss"] for r in result.history]
+    assert losses[-1] < 0.8 * losses[0]
+    retrieval = [r["val_retrieval_top5"] for r in result.history]
+    # 102 held-out pairs: chance top-5 is about 5%.
+    assert retrieval[-1] > 20
+    model, meta = load_checkpoint(result.best_dir)
+    assert isinstance(model, LocationImageEncoder) and meta.class_names == []
+    log = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, 7))
+    status = json.loads((tmp_path / "pre" / "status.json").read_text())
+    assert status["state"] == "finished"
+
+
+def test_finetuning_beats_chance_and_evaluate_uses_the_same_split(tmp_path):
+    csv_path = write_species_csv(tmp_path / "species.csv")
+    config = load_config(
+        FinetuneConfig, "sup-only",
+        [*SMALL_MODEL, f"runtime.out_dir={tmp_path / 'ft'}", f"data.csv={csv_path}",
+         "data.clean=false", "optim.epochs=15", "optim.batch_size=64", "optim.lr=0.01"],
+    )
+    result = run_finetune(config)
+    model, meta = load_checkpoint(result.best_dir)
+    assert isinstance(model, LocationEncoder)
+    assert sorted(meta.class_names) == sorted(SPECIES_CENTRES)
+    report = evaluate_checkpoint(result.best_dir, split="test")
+    assert report["points"] == 6 * 6  # 10% of 60 per species
+    assert report["location"]["top1"] > 60  # chance: 16.7%
+
+
+def test_finetune_from_pretrained_reuses_the_body(tmp_path):
+    pre = run_pretrain(_pretrain_config(tmp_path / "pre", epochs=1), pairs=pairs(512))
+    csv_path = write_species_csv(tmp_path / "species.csv")
+    config = load_config(
+        FinetuneConfig, "finetune",
+        [f"runtime.out_dir={tmp_path / 'ft'}", f"data.csv={csv_path}", "data.clean=false",
+         f"init_from={pre.best_dir}", "optim.epochs=1", "optim.batch_size=64",
+         "runtime.progress=false", "freeze_encoder=true"],
+    )
+    result = run_finetune(config)
+    pretrained, _ = load_checkpoint(pre.best_dir)
+    tuned, _ = load_checkpoint(result.last_dir)
+    body = pretrained.location_encoder.net.state_dict()
+    for key, value in tuned.net.state_dict().items():
+        assert torch.equal(value, body[key])  # frozen body, trained head only
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    data = pairs(1024)
+    straight = run_pretrain(_pretrain_config(tmp_path / "a", epochs=4), pairs=data)
+    run_pretrain(_pretrain_config(tmp_path / "b", epochs=2), pairs=data)
+    with pytest.raises(FileExistsError):
+        run_pretrain(_pretrain_config(tmp_path / "b", epochs=4), pairs=data)
+    resumed = run_pretrain(_pretrain_config(tmp_path / "b", epochs=4), resume=True, pairs=data)
+    a, _ = load_checkpoint(straight.last_dir)
+    b, _ = load_checkpoint(resumed.last_dir)
+    for (key, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), key
+    epochs = [json.loads(x)["epoch"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_split_is_stratified_and_label_fraction_is_deterministic():
+    labels = torch.arange(50).repeat_interleave(10).numpy()
+    train, val, test = split_by_class(labels, 0.1, 0.1, seed=0)
+    assert len(set(train) | set(val) | set(test)) == 500 and len(test) == 50 and len(val) == 50
+    again = split_by_class(labels, 0.1, 0.1, seed=0)
+    assert all((x == y).all() for x, y in zip((train, val, test), again, strict=True))
+    few = label_fraction_subset(train, labels, 0.05, seed=1)
+    assert len(few) == 20 and (few == label_fraction_subset(train, labels, 0.05, seed=1)).all()
+    assert not (few == label_fraction_subset(train, labels, 0.05, seed=2)).all()
+    half = label_fraction_subset(train, labels, 0.5, seed=0)
+    assert set(torch.bincount(torch.from_numpy(labels[half])).tolist()) == {4}
+
+
+def test_config_rejects_unknown_keys_and_cli_reports_errors(capsys):
+    with pytest.raises(ValueError, match="unknown key"):
+        load_config(PretrainConfig, "csp-mc-bld", ["loss.temprature=0.5"])
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config(PretrainConfig, "no-such-preset")
+    config = load_config(PretrainConfig, "csp-mc-bl", ["loss.temperature=0.5"])
+    assert config.loss.simcse_weight == 0.0 and config.loss.temperature == 0.5
+    assert main(["pretrain", "--preset", "csp-mc-bld"]) == 2
+    assert "--features" in capsys.readouterr().err

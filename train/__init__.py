@@ -1,0 +1,1 @@
+"""The bundled trainer (``python -m train --help``). Uses ``csp``; ``csp`` never imports it."""

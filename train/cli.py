@@ -1,0 +1,225 @@
+"""``python -m train``: extract features, pre-train, fine-tune, evaluate, rebuild the default.
+
+Every training command reads a preset from ``train/configs/`` and ``--set key.path=value``
+overrides; the run directory (``--out``) receives the resolved config, a metrics log and the
+checkpoints. Multi-GPU / multi-node: launch the same command with ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  python -m train pretrain --preset csp-mc-bld --features runs/chips/features --out runs/pre
+  python -m train finetune --preset finetune --init-from runs/pre/checkpoints/best \\
+      --label-fraction 0.1 --out runs/ft10
+  python -m train finetune --preset sup-only --set model.encoding=sphereC+ --out runs/sup
+  python -m train evaluate --checkpoint runs/ft10/checkpoints/best
+  torchrun --nproc_per_node 4 -m train pretrain --preset csp-mc-bld --features ... --out ...
+  python -m train build-default           # rebuild assets/default (about 20 min on 2 CPU cores)
+  python -m train experiment fewshot      # the few-shot results table
+"""
+
+
+def _add_training_options(parser: argparse.ArgumentParser, default_preset: str) -> None:
+    parser.add_argument(
+        "--preset", default=default_preset, help="preset name in train/configs or a YAML path"
+    )
+    parser.add_argument("--encoding", help="position encoding (shortcut for model.encoding)")
+    parser.add_argument("--out", help="run directory (shortcut for runtime.out_dir)")
+    parser.add_argument("--epochs", type=int, help="shortcut for optim.epochs")
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--seed", type=int, help="shortcut for runtime.seed")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override any config field, e.g. --set loss.temperature=0.5 (repeatable)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
+    pairs = {
+        "model.encoding": args.encoding,
+        "runtime.out_dir": args.out,
+        "optim.epochs": args.epochs,
+        "runtime.device": args.device,
+        "runtime.seed": args.seed,
+    }
+    overrides = [f"{k}={v}" for k, v in pairs.items() if v is not None]
+    if args.encoding is not None:
+        overrides.append("model.encoding_kwargs={}")  # the preset's kwargs belong to its encoding
+    if args.no_progress:
+        overrides.append("runtime.progress=false")
+    return overrides + list(args.overrides)
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from train.config import PretrainConfig, load_config
+    from train.pretrain import run_pretrain
+
+    overrides = _shortcut_overrides(args)
+    if args.features:
+        overrides.insert(0, f"features={args.features}")
+    config = load_config(PretrainConfig, args.preset, overrides)
+    if not config.features:
+        raise ValueError("pretrain needs --features DIR (a feature store from `extract`)")
+    result = run_pretrain(config, resume=args.resume)
+    _summary("pretrain", result)
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from train.config import FinetuneConfig, load_config
+    from train.finetune import run_finetune
+
+    overrides = _shortcut_overrides(args)
+    if args.init_from:
+        overrides.append(f"init_from={args.init_from}")
+    if args.label_fraction is not None:
+        overrides.append(f"data.label_fraction={args.label_fraction}")
+    if args.csv:
+        overrides.append(f"data.csv={args.csv}")
+    config = load_config(FinetuneConfig, args.preset, overrides)
+    result = run_finetune(config, resume=args.resume)
+    _summary("finetune", result)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from train.evaluate import evaluate_checkpoint
+
+    results = evaluate_checkpoint(args.checkpoint, split=args.split, csv=args.csv)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from train.extract import ExtractOptions, run_extract
+
+    options = ExtractOptions(
+        csv=args.csv,
+        out=args.out,
+        encoder=args.encoder,
+        chips_from=args.chips_from,
+        chip_size_deg=args.chip_size_deg,
+        chip_px=args.chip_px,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+    )
+    report = run_extract(options)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_build_default(args: argparse.Namespace) -> int:
+    from train.build_default import BuildOptions, build_default
+
+    report = build_default(BuildOptions(out=Path(args.out), work=Path(args.work), quick=args.quick))
+    print(report)
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from train.experiment import FewShotOptions, run_fewshot
+
+    options = FewShotOptions(
+        out=Path(args.out),
+        pretrained=Path(args.pretrained),
+        encodings=tuple(args.encodings.split(",")),
+        fractions=tuple(float(f) for f in args.fractions.split(",")),
+        seeds=tuple(int(s) for s in args.seeds.split(",")),
+        methods=tuple(args.methods.split(",")),
+        epochs=args.epochs,
+    )
+    print(run_fewshot(options))
+    return 0
+
+
+def _summary(stage: str, result) -> None:
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(
+            f"{stage} done: best {result.best_dir} "
+            f"({json.dumps({k: round(v, 4) for k, v in result.best_metrics.items() if isinstance(v, float)})})"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    extract = commands.add_parser("extract", help="encode images into a feature store")
+    extract.add_argument("--csv", required=True, help="CSV with lat/lon (+ image path) columns")
+    extract.add_argument("--out", required=True, help="feature store directory")
+    extract.add_argument("--encoder", default="tf_efficientnet_lite0", help="timm model name")
+    extract.add_argument(
+        "--chips-from", help="cut chips from this equirectangular image instead of reading paths"
+    )
+    extract.add_argument("--chip-size-deg", type=float, default=2.0)
+    extract.add_argument("--chip-px", type=int, default=96)
+    extract.add_argument("--batch-size", type=int, default=64)
+    extract.add_argument("--workers", type=int, default=2)
+    extract.add_argument("--device", default="auto")
+    extract.set_defaults(run=_cmd_extract)
+
+    pretrain = commands.add_parser("pretrain", help="CSP self-supervised pre-training")
+    _add_training_options(pretrain, "csp-mc-bld")
+    pretrain.add_argument("--features", help="feature store directory from `extract`")
+    pretrain.set_defaults(run=_cmd_pretrain)
+
+    finetune = commands.add_parser("finetune", help="supervised presence-only fine-tuning")
+    _add_training_options(finetune, "finetune")
+    finetune.add_argument("--init-from", help="pre-trained checkpoint directory")
+    finetune.add_argument("--label-fraction", type=float, help="few-shot: 0.05, 0.1, 0.2, 1.0")
+    finetune.add_argument("--csv", help="observations CSV (lat, lon, label)")
+    finetune.set_defaults(run=_cmd_finetune)
+
+    evaluate = commands.add_parser("evaluate", help="top-1/3/5 and MRR of a checkpoint")
+    evaluate.add_argument("--checkpoint", required=True, help="fine-tuned checkpoint directory")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--csv", help="observations CSV (default: the one it was trained on)")
+    evaluate.set_defaults(run=_cmd_evaluate)
+
+    build = commands.add_parser("build-default", help="rebuild the shipped default model")
+    build.add_argument("--out", default="assets/default", help="model directory to write")
+    build.add_argument("--work", default="runs/build-default", help="scratch directory")
+    build.add_argument("--quick", action="store_true", help="small, fast build (for tests)")
+    build.set_defaults(run=_cmd_build_default)
+
+    experiment = commands.add_parser("experiment", help="experiments (fewshot)")
+    experiment.add_argument("name", choices=["fewshot"])
+    experiment.add_argument("--out", default="runs/fewshot")
+    experiment.add_argument("--pretrained", default="runs/build-default/pretrain")
+    experiment.add_argument("--encodings", default="grid,sphereC+")
+    experiment.add_argument("--fractions", default="0.05,0.1,0.2,1.0")
+    experiment.add_argument("--seeds", default="0,1,2")
+    experiment.add_argument("--methods", default="sup-only,csp-mc-bld,csp-mc-bl,csp-nce-bld,mse")
+    experiment.add_argument("--epochs", type=int, default=30)
+    experiment.set_defaults(run=_cmd_experiment)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

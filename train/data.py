@@ -1,0 +1,132 @@
+"""Training data: presence-only splits with few-shot label fractions, and pre-training pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from csp.datasets import GeoRecords, read_csv
+from train.config import DataConfig
+
+
+@dataclass
+class SpeciesSplits:
+    """A fixed split of labelled observations (indices into ``records``) and its provenance."""
+
+    records: GeoRecords
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    cleaning: dict[str, int]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.records.class_names or [])
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "observations": len(self.records),
+            "classes": len(self.class_names),
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+            **{f"dropped_{k}": v for k, v in self.cleaning.items()},
+        }
+
+
+def split_by_class(
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded split by observation, stratified by class.
+
+    Within each class the observations are shuffled; ``round(n * test_fraction)`` go to test
+    and ``round(n * val_fraction)`` to validation, always leaving at least one for training
+    (a class with one observation is train-only). Returns sorted index arrays.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum below 1")
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    order = np.argsort(labels, kind="stable")
+    boundaries = np.flatnonzero(np.diff(labels[order])) + 1
+    for members in np.split(order, boundaries):
+        members = members[rng.permutation(len(members))]
+        n = len(members)
+        n_test = min(round(n * test_fraction), n - 1)
+        n_val = min(round(n * val_fraction), n - 1 - n_test)
+        test.append(members[:n_test])
+        val.append(members[n_test : n_test + n_val])
+        train.append(members[n_test + n_val :])
+    return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in (train, val, test))
+
+
+def label_fraction_subset(
+    indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> np.ndarray:
+    """A deterministic, class-stratified subset of ``round(fraction * len(indices))`` indices.
+
+    Each class gets ``floor(fraction * n_c)`` observations; the remaining quota goes to classes
+    drawn (seeded) with probability proportional to their fractional parts, so the class mix
+    follows the full training set as closely as integers allow.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return np.sort(indices)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels[indices], return_counts=True)
+    exact = counts * fraction
+    quota = np.floor(exact).astype(np.int64)
+    remaining = round(fraction * len(indices)) - int(quota.sum())
+    if remaining > 0:
+        weights = exact - quota
+        extra = rng.choice(len(classes), size=remaining, replace=False, p=weights / weights.sum())
+        quota[extra] += 1
+    chosen = []
+    for cls, take in zip(classes, quota, strict=True):
+        if take:
+            members = indices[labels[indices] == cls]
+            chosen.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def load_species(config: DataConfig) -> SpeciesSplits:
+    """Read, optionally clean, and split presence-only observations (labels required)."""
+    records = read_csv(config.csv)
+    if records.labels is None or records.class_names is None:
+        raise ValueError(f"{config.csv}: no label column found (expected label/species/class)")
+    labelled = records.labels >= 0
+    if not labelled.all():
+        records = records.subset(np.flatnonzero(labelled))
+    cleaning: dict[str, int] = {}
+    if config.clean:
+        from csp.cleaning import CleaningConfig, clean_occurrences
+
+        names = np.asarray(records.class_names, dtype=object)[records.labels]
+        report = clean_occurrences(records.lonlat, names, CleaningConfig())
+        cleaning = dict(report.dropped_per_rule)
+        records = records.subset(np.flatnonzero(report.keep))
+    records = _compact_classes(records)
+    train, val, test = split_by_class(
+        records.labels, config.val_fraction, config.test_fraction, config.split_seed
+    )
+    return SpeciesSplits(records, train, val, test, cleaning)
+
+
+def _compact_classes(records: GeoRecords) -> GeoRecords:
+    """Drop class names that no record uses any more and renumber labels."""
+    used = np.unique(records.labels)
+    if len(used) == len(records.class_names):
+        return records
+    remap = np.full(len(records.class_names), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return GeoRecords(
+        ids=records.ids,
+        paths=records.paths,
+        lonlat=records.lonlat,
+        labels=remap[records.labels],
+        class_names=[records.class_names[i] for i in used],
+        dates=records.dates,
+        dropped=records.dropped,
+    )

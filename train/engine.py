@@ -1,0 +1,284 @@
+"""The training loop shared by pre-training and fine-tuning.
+
+A :class:`Task` owns its data as tensors on the device and an ``objective`` module whose
+``forward(indices, random_lonlat)`` returns the loss of one batch; batches are index tensors
+drawn on the device (:class:`csp.samplers.BatchIndexSampler`), so the hot loop has no
+per-sample Python and no host synchronisation (the loss is read back once per epoch).
+
+Run directory::
+
+    config.yaml        the full configuration
+    metrics.jsonl      one JSON line per epoch (epoch, loss, loss terms, validation, lr, seconds)
+    status.json        state (running / finished / failed), epoch, epochs: for UIs to poll
+    checkpoints/       epoch-NNNN/ (csp checkpoint + train_state.pt), last -> and best -> links
+
+Resume (``resume=True``) restores model, optimizer, schedule, RNG streams and epoch from
+``checkpoints/last``: an interrupted run resumed ends with the same weights as one that was not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import yaml
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from csp.checkpoint import CheckpointMeta, load_checkpoint, point_link, save_checkpoint
+from csp.samplers import BatchIndexSampler, sample_sphere
+from train.config import OptimConfig, RuntimeConfig
+from train.runtime import Distributed, autocast, needs_grad_scaler
+
+TRAIN_STATE = "train_state.pt"
+
+
+class Task(Protocol):
+    """What the loop needs from a training task."""
+
+    model: nn.Module  # what is checkpointed
+    objective: nn.Module  # forward(indices (b,), random_lonlat (b, K, 2)) -> (loss, terms)
+    num_items: int
+    num_random_locations: int
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics; ``score`` (higher is better) selects the best checkpoint."""
+
+    def checkpoint_meta(self, metrics: dict[str, Any]) -> CheckpointMeta:
+        """Metadata stored with each checkpoint."""
+
+
+@dataclass
+class FitResult:
+    best_dir: Path
+    last_dir: Path
+    best_metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def _write_json_atomic(path: Path, record: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(record))
+    os.replace(temporary, path)
+
+
+class RunDirectory:
+    """Files of one run (see module docstring)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+        self.metrics = self.root / "metrics.jsonl"
+        self.status = self.root / "status.json"
+        self.last = self.checkpoints / "last"
+        self.best = self.checkpoints / "best"
+
+    def prepare(self, config: dict[str, Any], resume: bool) -> None:
+        if self.root.exists() and not resume and self.metrics.exists():
+            raise FileExistsError(
+                f"run directory {self.root} already holds a run; pass --resume to continue it "
+                "or choose another --out"
+            )
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        (self.root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def set_status(self, state: str, epoch: int, epochs: int, **extra: Any) -> None:
+        record = {"state": state, "epoch": epoch, "epochs": epochs, "pid": os.getpid(), **extra}
+        _write_json_atomic(self.status, record)
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.metrics, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def truncate_log(self, epochs_done: int) -> None:
+        """Drop log lines of epochs after the resumed checkpoint (they will be redone)."""
+        if not self.metrics.exists():
+            return
+        lines = [ln for ln in self.metrics.read_text().splitlines() if ln.strip()]
+        kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= epochs_done]
+        self.metrics.write_text("".join(ln + "\n" for ln in kept))
+
+    def prune(self) -> None:
+        """Remove epoch directories no link points to."""
+        keep = {p.resolve() for p in (self.last, self.best) if p.exists()}
+        for path in self.checkpoints.glob("epoch-*"):
+            if path.resolve() not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+
+
+def fit(
+    task: Task,
+    optim: OptimConfig,
+    runtime: RuntimeConfig,
+    run: RunDirectory,
+    device: torch.device,
+    session: Distributed,
+    config: dict[str, Any],
+    resume: bool = False,
+) -> FitResult:
+    """Train ``task`` for ``optim.epochs`` epochs; returns the best and last checkpoints."""
+    if session.is_main:
+        run.prepare(config, resume)
+    session.barrier()
+    model = task.model.to(device)
+    optimizer = _make_optimizer(model, optim)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=optim.lr_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, runtime.amp))
+    negatives = torch.Generator(device=device).manual_seed(runtime.seed + 17)
+    state = {"epoch": 0, "best_score": -math.inf, "stale": 0}
+    if resume and run.last.exists():
+        state = _restore(run.last, model, optimizer, schedule, negatives, device)
+        if session.is_main:
+            run.truncate_log(state["epoch"])
+    objective: nn.Module = task.objective
+    if session.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        objective = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
+    sampler = BatchIndexSampler(
+        task.num_items,
+        optim.batch_size,
+        seed=runtime.seed,
+        rank=session.rank,
+        world_size=session.world_size,
+        device=device,
+    )
+    local = optim.batch_size // session.world_size
+    history: list[dict[str, Any]] = []
+    show = runtime.progress and session.is_main
+    epochs_bar = tqdm(total=optim.epochs, initial=state["epoch"], desc="epochs", disable=not show)
+    for epoch in range(state["epoch"], optim.epochs):
+        if session.is_main:
+            run.set_status("running", epoch, optim.epochs)
+        started = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        term_sums: dict[str, Tensor] = {}
+        steps = 0
+        steps_bar = tqdm(total=len(sampler), desc=f"epoch {epoch + 1}", leave=False, disable=not show)
+        for indices in sampler.epoch(epoch):
+            random_lonlat = sample_sphere(
+                (optim.batch_size, max(task.num_random_locations, 1)),
+                generator=negatives,
+                device=device,
+            )[session.rank * local : (session.rank + 1) * local]
+            with autocast(device, runtime.amp):
+                loss, terms = objective(indices, random_lonlat)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.detach()
+            for name, value in terms.items():
+                term_sums[name] = term_sums.get(name, 0) + value
+            steps += 1
+            steps_bar.update()
+        steps_bar.close()
+        schedule.step()
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": (epoch + 1) * len(sampler),
+            "loss": float(session.mean(loss_sum / max(steps, 1))),
+            **{k: float(session.mean(v / max(steps, 1))) for k, v in term_sums.items()},
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        train_seconds = time.perf_counter() - started
+        record |= {"seconds": train_seconds, "pairs_per_second": steps * optim.batch_size / train_seconds}
+        validation = task.validate()
+        record |= {f"val_{k}": v for k, v in validation.items()}
+        improved = validation["score"] > state["best_score"]
+        if improved:
+            state["best_score"], state["stale"] = validation["score"], 0
+        else:
+            state["stale"] += 1
+        state["epoch"] = epoch + 1
+        history.append(record)
+        if session.is_main:
+            run.log(record)
+            last_epoch = epoch + 1 == optim.epochs
+            if improved or last_epoch or (epoch + 1) % runtime.checkpoint_every == 0:
+                _save(run, task, model, optimizer, schedule, negatives, state, record, improved)
+        epochs_bar.update()
+        epochs_bar.set_postfix(loss=f"{record['loss']:.4f}", score=f"{validation['score']:.3f}")
+        session.barrier()
+        if optim.patience and state["stale"] >= optim.patience:
+            break
+    epochs_bar.close()
+    if session.is_main:
+        if not run.last.exists() or _epoch_of(run.last) < state["epoch"]:
+            _save(run, task, model, optimizer, schedule, negatives, state, history[-1], False)
+        run.set_status("finished", state["epoch"], optim.epochs, best_score=state["best_score"])
+    session.barrier()
+    best_meta = json.loads((run.best / "model.json").read_text()) if run.best.exists() else {}
+    return FitResult(run.best, run.last, best_meta.get("metrics", {}), history)
+
+
+def _epoch_of(checkpoint: Path) -> int:
+    return int(torch.load(checkpoint / TRAIN_STATE, weights_only=True)["epoch"])
+
+
+def _save(
+    run: RunDirectory,
+    task: Task,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    negatives: torch.Generator,
+    state: dict[str, Any],
+    record: dict[str, Any],
+    improved: bool,
+) -> None:
+    train_state = {
+        "epoch": state["epoch"],
+        "best_score": state["best_score"],
+        "stale": state["stale"],
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "negatives_rng": negatives.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    directory = run.checkpoints / f"epoch-{state['epoch']:04d}"
+    save_checkpoint(
+        directory,
+        model,
+        task.checkpoint_meta(record),
+        extra_files={TRAIN_STATE: lambda path: torch.save(train_state, path)},
+    )
+    point_link(run.last, directory)
+    if improved:
+        point_link(run.best, directory)
+    run.prune()
+
+
+def _restore(
+    checkpoint: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    negatives: torch.Generator,
+    device: torch.device,
+) -> dict[str, Any]:
+    loaded, _ = load_checkpoint(checkpoint, map_location=device)
+    model.load_state_dict(loaded.state_dict())
+    saved = torch.load(checkpoint / TRAIN_STATE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    negatives.set_state(saved["negatives_rng"])
+    torch.set_rng_state(saved["torch_rng"])
+    if saved["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    return {"epoch": saved["epoch"], "best_score": saved["best_score"], "stale": saved["stale"]}

@@ -1,0 +1,42 @@
+"""Evaluate a fine-tuned checkpoint on its split of the observations it was trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from csp.checkpoint import CheckpointError, load_checkpoint
+from csp.metrics import evaluate_prior
+from csp.models import LocationEncoder
+from train.config import DataConfig
+from train.data import load_species
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, split: str = "test", csv: str | None = None, device: str = "cpu"
+) -> dict[str, Any]:
+    """Location-only top-1/3/5 and MRR on ``split`` (the split recorded in the checkpoint).
+
+    The data configuration (CSV, cleaning, split seed and fractions) is read from the
+    checkpoint, so the test split is exactly the one held out during training.
+    """
+    model, meta = load_checkpoint(checkpoint, map_location=device)
+    if not isinstance(model, LocationEncoder) or model.class_emb is None:
+        raise CheckpointError(f"{checkpoint} is not a fine-tuned location prior")
+    data_dict = dict(meta.train.get("config", {}).get("data", {}))
+    data = DataConfig(**data_dict) if data_dict else DataConfig()
+    if csv:
+        data.csv = csv
+    splits = load_species(data)
+    if splits.class_names != meta.class_names:
+        raise CheckpointError(
+            f"{checkpoint} was trained on {len(meta.class_names)} classes; {data.csv} after "
+            f"cleaning has {len(splits.class_names)} (different data or cleaning)"
+        )
+    indices = torch.from_numpy(getattr(splits, split))
+    lonlat = torch.from_numpy(splits.records.lonlat)[indices].to(device)
+    labels = torch.from_numpy(splits.records.labels)[indices].to(device)
+    results = evaluate_prior(model, lonlat, labels)
+    return {"checkpoint": str(checkpoint), "split": split, "points": len(indices), **results}

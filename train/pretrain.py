@@ -1,0 +1,148 @@
+"""CSP self-supervised pre-training: (location, frozen image feature) pairs, no labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from csp.checkpoint import CheckpointMeta, describe_model
+from csp.features import FeatureStore
+from csp.losses import CSPLossConfig, PretrainBatch, csp_loss
+from csp.metrics import rank_summary, true_class_ranks
+from csp.models import LocationImageEncoder
+from train.config import PretrainConfig, to_dict
+from train.engine import FitResult, RunDirectory, fit
+from train.runtime import Distributed, distributed_session, seed_everything, select_device
+
+MAX_VALIDATION_PAIRS = 2000
+
+
+class CSPObjective(nn.Module):
+    """``forward(indices (b,), random_lonlat (b, K, 2)) -> (loss, terms)`` on device tensors.
+
+    Holds locations ``(N, 2)`` and frozen image features ``(N, F)``: no labels exist here.
+    """
+
+    def __init__(
+        self,
+        model: LocationImageEncoder,
+        loss: CSPLossConfig,
+        lonlat: Tensor,
+        features: Tensor,
+        session: Distributed,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.lonlat = lonlat
+        self.features = features
+        self.session = session
+
+    def forward(self, indices: Tensor, random_lonlat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        batch = PretrainBatch(lonlat=self.lonlat[indices], image_features=self.features[indices])
+        negatives = (
+            random_lonlat[:, : self.loss.num_random_locations]
+            if self.loss.uses_random_locations
+            else None
+        )
+        return csp_loss(self.model, batch, self.loss, negatives, gather=self.session.all_gather)
+
+
+@torch.inference_mode()
+def retrieval_metrics(model: LocationImageEncoder, lonlat: Tensor, features: Tensor) -> dict[str, float]:
+    """Image -> location retrieval among held-out pairs: rank of each image's own location.
+
+    For ``mse`` the decoded location embeddings are compared with the image features instead.
+    """
+    was_training = model.training
+    model.eval()
+    locations = model.encode_locations(lonlat)
+    if model.objective == "mse":
+        scores = -torch.cdist(features, model.decode_locations(locations))
+    else:
+        scores = model.encode_images(features) @ locations.T
+    model.train(was_training)
+    ranks = true_class_ranks(scores, torch.arange(len(lonlat), device=lonlat.device))
+    return rank_summary(ranks)
+
+
+class PretrainTask:
+    """Pre-training task for :func:`train.engine.fit`."""
+
+    def __init__(
+        self,
+        config: PretrainConfig,
+        lonlat: Tensor,
+        features: Tensor,
+        device: torch.device,
+        session: Distributed,
+    ) -> None:
+        lonlat, features = lonlat.to(device), features.to(device).float()
+        order = np.random.default_rng(config.runtime.seed).permutation(len(lonlat))
+        n_val = min(MAX_VALIDATION_PAIRS, int(len(lonlat) * config.val_fraction))
+        val, train = torch.from_numpy(order[:n_val]), torch.from_numpy(order[n_val:])
+        self.config = config
+        self.val_lonlat, self.val_features = lonlat[val.to(device)], features[val.to(device)]
+        self.model = LocationImageEncoder(config.model, features.shape[1], config.loss.objective)
+        self.model.to(device)
+        self.objective = CSPObjective(
+            self.model, config.loss, lonlat[train.to(device)], features[train.to(device)], session
+        )
+        self.num_items = len(train)
+        self.num_random_locations = config.loss.num_random_locations
+        self.num_pairs = len(lonlat)
+
+    def validate(self) -> dict[str, float]:
+        if len(self.val_lonlat) == 0:
+            return {"score": 0.0}
+        metrics = retrieval_metrics(self.model, self.val_lonlat, self.val_features)
+        return {"score": metrics["mrr"], **{f"retrieval_{k}": v for k, v in metrics.items()}}
+
+    def checkpoint_meta(self, metrics: dict[str, Any]) -> CheckpointMeta:
+        return describe_model(
+            self.model,
+            image_encoder=self.config.image_encoder,
+            metrics=metrics,
+            train={"stage": "pretrain", "config": to_dict(self.config), "pairs": self.num_pairs},
+        )
+
+
+def load_pairs(config: PretrainConfig) -> tuple[Tensor, Tensor]:
+    """Locations ``(N, 2)`` and frozen image features ``(N, F)`` from the config's feature store."""
+    store = FeatureStore.open(config.features)
+    encoder_name = store.manifest.get("encoder")
+    if encoder_name and encoder_name != config.image_encoder:
+        raise ValueError(
+            f"{config.features} holds {encoder_name} features, "
+            f"but the config names {config.image_encoder}"
+        )
+    features, lonlat = store.to_tensors()
+    return lonlat, features
+
+
+def run_pretrain(
+    config: PretrainConfig, resume: bool = False, pairs: tuple[Tensor, Tensor] | None = None
+) -> FitResult:
+    """Pre-train from ``config``; the run directory is ``config.runtime.out_dir``.
+
+    ``pairs`` = (locations ``(N, 2)`` degrees, image features ``(N, F)``) replaces reading
+    ``config.features``.
+    """
+    seed_everything(config.runtime.seed)
+    device = select_device(config.runtime.device)
+    lonlat, features = pairs if pairs is not None else load_pairs(config)
+    with distributed_session(device) as session:
+        task = PretrainTask(config, lonlat, features, device, session)
+        return fit(
+            task,
+            config.optim,
+            config.runtime,
+            RunDirectory(config.runtime.out_dir),
+            device,
+            session,
+            to_dict(config),
+            resume=resume,
+        )
