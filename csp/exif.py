@@ -108,13 +108,11 @@ def _position(gps: dict) -> tuple[float, float]:
             raise _Unusable(f"the EXIF GPS block has no {name}Ref (hemisphere unknown)")
         degrees = _degrees(gps[value_tag], name)
         if degrees > _LIMIT[axis]:
-            raise _Unusable(f"{name} {degrees:g} is out of range [0, {_LIMIT[axis]:g}]")
+            raise _Unusable(f"{name} {degrees:.7g} is out of range [0, {_LIMIT[axis]:g}]")
         ref = _ref(gps[ref_tag], axis, name)
         signed[axis] = -degrees if ref in ("S", "W") else degrees
     if signed["lat"] == 0.0 and signed["lon"] == 0.0:
-        raise _Unusable(
-            "the GPS position is exactly 0°, 0°, which cameras write when they have no fix"
-        )
+        raise _Unusable("the GPS position is exactly 0°, 0°, which cameras write when they have no fix")
     return signed["lon"], signed["lat"]
 
 

@@ -187,9 +187,7 @@ def _parse_angle(text: str) -> tuple[float, Axis | None]:
         if mark and mark != _UNIT_ORDER[k]:
             raise ValueError(f"{text!r}: unit marks must come in the order ° ' \"")
         if "." in number and k < len(components) - 1:
-            raise ValueError(
-                f"{text!r}: only the last of degrees/minutes/seconds may have decimals"
-            )
+            raise ValueError(f"{text!r}: only the last of degrees/minutes/seconds may have decimals")
 
     values = [float(number) for number, _ in components]
     for name, value in zip(("minutes", "seconds"), values[1:], strict=False):
@@ -227,9 +225,7 @@ def parse_coordinate(text: str, axis: Axis) -> float:
         raise ValueError(f"axis must be 'lat' or 'lon', got {axis!r}")
     value, letter_axis = _parse_angle(text)
     if letter_axis is not None and letter_axis != axis:
-        raise ValueError(
-            f"{text!r}: hemisphere letter belongs to {letter_axis}, but a {axis} was expected"
-        )
+        raise ValueError(f"{text!r}: hemisphere letter belongs to {letter_axis}, but a {axis} was expected")
     return _check_range(value, axis, text)
 
 
@@ -273,9 +269,7 @@ def parse_lonlat_pair(text: str) -> tuple[float, float]:
         splits = [(i, i + 1) for i in separators]
     else:
         splits = [(m.start(), m.end()) for m in re.finditer(r"\s+", s)]
-    candidates = {
-        pair for start, end in splits if (pair := _parse_pair_at(s[:start], s[end:])) is not None
-    }
+    candidates = {pair for start, end in splits if (pair := _parse_pair_at(s[:start], s[end:])) is not None}
     in_range = {(lon, lat) for lon, lat in candidates if abs(lon) <= 180 and abs(lat) <= 90}
     results = in_range or candidates
     if len(results) > 1:
@@ -337,8 +331,5 @@ def haversine_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected (..., 2) arrays, got shapes {a_rad.shape} and {b_rad.shape}")
     dlon = b_rad[..., 0] - a_rad[..., 0]
     dlat = b_rad[..., 1] - a_rad[..., 1]
-    h = (
-        np.sin(dlat / 2.0) ** 2
-        + np.cos(a_rad[..., 1]) * np.cos(b_rad[..., 1]) * np.sin(dlon / 2.0) ** 2
-    )
+    h = np.sin(dlat / 2.0) ** 2 + np.cos(a_rad[..., 1]) * np.cos(b_rad[..., 1]) * np.sin(dlon / 2.0) ** 2
     return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))

@@ -53,9 +53,7 @@ class LocationSource:
     @classmethod
     def inline(cls, annotation_path: str | Path) -> LocationSource:
         """Locations stored in each image as ``latitude`` / ``longitude`` (iNat 2021)."""
-        return cls(
-            entries=None, path=Path(annotation_path), lat_key="latitude", lon_key="longitude"
-        )
+        return cls(entries=None, path=Path(annotation_path), lat_key="latitude", lon_key="longitude")
 
 
 def load_coco(path: str | Path) -> dict:
@@ -95,14 +93,10 @@ def _labels_by_image(data: dict, path: Path, index: dict[Any, int]) -> dict[Any,
         if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
             raise ValueError(f"{path}: annotations[{k}] needs an 'image_id' and a 'category_id'")
         if ann["category_id"] not in index:
-            raise ValueError(
-                f"{path}: annotations[{k}] has unknown category_id {ann['category_id']!r}"
-            )
+            raise ValueError(f"{path}: annotations[{k}] has unknown category_id {ann['category_id']!r}")
         label = index[ann["category_id"]]
         if labels.setdefault(ann["image_id"], label) != label:
-            raise ValueError(
-                f"{path}: image {ann['image_id']!r} has annotations with different categories"
-            )
+            raise ValueError(f"{path}: image {ann['image_id']!r} has annotations with different categories")
     return labels
 
 
@@ -138,9 +132,7 @@ def read_coco_located(
         if data.get("categories"):
             categories = categories_from_list(data["categories"], path)
         else:
-            seen = {
-                a.get("category_id") for a in data.get("annotations", []) if isinstance(a, dict)
-            }
+            seen = {a.get("category_id") for a in data.get("annotations", []) if isinstance(a, dict)}
             categories = {c: str(c) for c in seen if c is not None}
     category_ids = sorted(categories)
     index = {cid: i for i, cid in enumerate(category_ids)}

@@ -64,7 +64,5 @@ def read_inat(
         categories = categories_from_list(
             load_json(categories_json_path, "categories file"), categories_json_path
         )
-    records, _ = read_coco_located(
-        json_path, locations, categories=categories, image_root=image_root
-    )
+    records, _ = read_coco_located(json_path, locations, categories=categories, image_root=image_root)
     return records

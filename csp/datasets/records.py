@@ -60,9 +60,7 @@ class GeoRecords:
         if self.features is not None:
             features = np.asarray(self.features, dtype=np.float32)
             if features.ndim != 2 or len(features) != n:
-                raise ValueError(
-                    f"GeoRecords.features must have shape ({n}, D), got {features.shape}"
-                )
+                raise ValueError(f"GeoRecords.features must have shape ({n}, D), got {features.shape}")
             self.features = features
         validate_lonlat(self.lonlat, source="GeoRecords.lonlat")
 
@@ -76,8 +74,7 @@ class GeoRecords:
             raise ValueError(f"GeoRecords.labels has {labels.min()}; use -1 for unlabeled")
         if self.class_names is not None and labels.size and labels.max() >= len(self.class_names):
             raise ValueError(
-                f"GeoRecords.labels has index {labels.max()} but only "
-                f"{len(self.class_names)} class names"
+                f"GeoRecords.labels has index {labels.max()} but only {len(self.class_names)} class names"
             )
         return labels
 

@@ -69,9 +69,7 @@ def _find_column(
     matches = [i for i, h in enumerate(names) if h.lower() in _CANDIDATES[role]]
     if len(matches) > 1:
         found = [names[i] for i in matches]
-        raise ValueError(
-            f"{path}: columns {found} all look like the {role}; choose one with {arg}="
-        )
+        raise ValueError(f"{path}: columns {found} all look like the {role}; choose one with {arg}=")
     if not matches:
         if required:
             raise ValueError(
@@ -156,13 +154,11 @@ def read_csv(
             cells: dict[str, list[str]] = {k: [] for k in ("label", "id", "path", "date")}
             n_missing = 0
             for row in reader:
-                if not any(cell.strip() for cell in row):
+                if not row or (len(row) == 1 and not row[0].strip()):
                     continue  # blank line
                 line = reader.line_num
                 if len(row) != len(header):
-                    raise ValueError(
-                        f"{path}: line {line}: expected {len(header)} fields, got {len(row)}"
-                    )
+                    raise ValueError(f"{path}: line {line}: expected {len(header)} fields, got {len(row)}")
                 lat_text, lon_text = row[cols["lat"]].strip(), row[cols["lon"]].strip()
                 if not lat_text and not lon_text:
                     n_missing += 1
@@ -184,9 +180,7 @@ def read_csv(
     lonlat_arr = np.asarray(lonlat, dtype=np.float64)
     validate_lonlat(lonlat_arr, source=str(path), describe_row=lambda i: f"line {lines[i]}")
 
-    labels, class_names = (
-        _class_index(cells["label"]) if cols["label"] is not None else (None, None)
-    )
+    labels, class_names = _class_index(cells["label"]) if cols["label"] is not None else (None, None)
     if labels is None and cols["label"] is not None:
         labels = np.full(len(lonlat), -1, dtype=np.int64)  # a label column, all cells empty
     n = len(lonlat)
