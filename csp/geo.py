@@ -192,7 +192,7 @@ def _parse_angle(text: str) -> tuple[float, Axis | None]:
     values = [float(number) for number, _ in components]
     for name, value in zip(("minutes", "seconds"), values[1:], strict=False):
         if value >= 60.0:
-            raise ValueError(f"{text!r}: {name} must be below 60, got {value:g}")
+            raise ValueError(f"{text!r}: {name} must be below 60, got {value:.10g}")
     degrees = sum(v / 60.0**k for k, v in enumerate(values))
     if hemisphere in ("S", "W"):
         sign = -1.0
@@ -203,7 +203,7 @@ def _check_range(value: float, axis: Axis, text: str) -> float:
     limit = _LIMIT[axis]
     name = "latitude" if axis == "lat" else "longitude"
     if not math.isfinite(value) or abs(value) > limit:
-        raise ValueError(f"{text!r}: {name} {value:g} is outside [-{limit:g}, {limit:g}]")
+        raise ValueError(f"{text!r}: {name} {value:.10g} is outside [-{limit:g}, {limit:g}]")
     return value
 
 
@@ -285,8 +285,8 @@ def parse_lonlat_pair(text: str) -> tuple[float, float]:
     lon, lat = results.pop()
     if abs(lat) > 90.0 and abs(lon) <= 90.0:
         raise ValueError(
-            f"{text!r}: latitude {lat:g} is outside [-90, 90]; the order is 'lat, lon' "
-            f"(did you mean {lon:g}, {lat:g}?)"
+            f"{text!r}: latitude {lat:.10g} is outside [-90, 90]; the order is 'lat, lon' "
+            f"(did you mean {lon:.10g}, {lat:.10g}?)"
         )
     _check_range(lat, "lat", text)
     _check_range(lon, "lon", text)

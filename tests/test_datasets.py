@@ -286,6 +286,8 @@ def test_read_csv_gbif_tsv_drops_rows_without_coordinates():
     records = read_csv(FIXTURES / "csv/gbif_occurrences.tsv", delimiter="\t")
     assert records.ids == ["4011", "4012", "4013", "4015"]
     assert records.dropped == {"missing lat/lon": 1}
+    without_ids = read_csv(FIXTURES / "csv/gbif_occurrences.tsv", delimiter="\t", id_col=None)
+    assert without_ids.ids == ["0", "1", "2", "4"]  # data row numbers in the file
     assert records.class_names[records.labels[1]] == "Vireo griseus (Boddaert, 1783)"
     assert records.dates == ["2019-04-20T10:00:00", "2018-05-02", None, "2020-06-01"]
     np.testing.assert_allclose(records.lonlat[3], [-75.6972, 45.4215], atol=1e-4)

@@ -130,6 +130,7 @@ def test_parse_coordinate_accepts(text, axis, expected):
         ("1e5", "lat", "not a coordinate"),
         ("48,85", "lat", "use '.' for decimals"),
         ("95", "lat", "latitude 95 is outside [-90, 90]"),
+        ("90.0000001", "lat", "latitude 90.0000001 is outside"),
         ("181", "lon", "longitude 181 is outside [-180, 180]"),
         ("48.85 E", "lat", "belongs to lon"),
         ("2.35 N", "lon", "belongs to lat"),

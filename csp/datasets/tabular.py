@@ -126,7 +126,8 @@ def read_csv(
     Returns:
         GeoRecords with (lon, lat) degrees; ``labels`` index ``class_names`` (sorted; by
         numeric value when every label is an integer; empty cells = -1), or are ``None``
-        without a label column; ``ids`` from the id column, else the 0-based data row number;
+        without a label column; ``ids`` from the id column, else the 0-based data row number
+        (counting rows dropped for missing coordinates, not blank lines);
         relative ``paths`` are resolved against the CSV's directory.
 
     Raises:
@@ -150,13 +151,13 @@ def read_csv(
                 "path": _find_column(header, path_col, "path", path, required=False),
                 "date": _find_column(header, date_col, "date", path, required=False),
             }
-            lines, lonlat = [], []
+            lines, row_numbers, lonlat = [], [], []
             cells: dict[str, list[str]] = {k: [] for k in ("label", "id", "path", "date")}
-            n_missing = 0
+            n_missing = n_rows = 0
             for row in reader:
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue  # blank line
-                line = reader.line_num
+                line, n_rows = reader.line_num, n_rows + 1
                 if len(row) != len(header):
                     raise ValueError(f"{path}: line {line}: expected {len(header)} fields, got {len(row)}")
                 lat_text, lon_text = row[cols["lat"]].strip(), row[cols["lon"]].strip()
@@ -166,6 +167,7 @@ def read_csv(
                 lat = _coordinate(lat_text, "lat", path, line)
                 lon = _coordinate(lon_text, "lon", path, line)
                 lines.append(line)
+                row_numbers.append(n_rows - 1)
                 lonlat.append((lon, lat))
                 for key, column in cells.items():
                     if cols[key] is not None:
@@ -185,7 +187,7 @@ def read_csv(
         labels = np.full(len(lonlat), -1, dtype=np.int64)  # a label column, all cells empty
     n = len(lonlat)
     return GeoRecords(
-        ids=cells["id"] if cols["id"] is not None else [str(i) for i in range(n)],
+        ids=cells["id"] if cols["id"] is not None else [str(r) for r in row_numbers],
         paths=(
             [str(path.parent / p) if p else None for p in cells["path"]]
             if cols["path"] is not None
