@@ -183,9 +183,9 @@ def _positive_float(value: Any, what: str) -> float:
     return float(value)
 
 
-def _seed(value: Any) -> int:
+def _seed(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"seed must be an integer, got {value!r}")
+        raise ValueError(f"{what} must be an integer, got {value!r}")
     return value
 
 
@@ -576,7 +576,7 @@ class RBFEncoding(PositionEncoding):
     def __init__(self, num_anchors: int = 256, kernel_size: float = 10.0, seed: int = 0) -> None:
         num_anchors = _positive_int(num_anchors, "rbf: num_anchors")
         kernel_size = _positive_float(kernel_size, "rbf: kernel_size (degrees)")
-        seed = _seed(seed)
+        seed = _seed(seed, "rbf: seed")
         super().__init__(
             num_anchors, {"num_anchors": num_anchors, "kernel_size": kernel_size, "seed": seed}
         )
@@ -612,7 +612,7 @@ class RFFEncoding(PositionEncoding):
     ) -> None:
         num_features = _positive_int(num_features, "rff: num_features")
         length_scale = _positive_float(length_scale, "rff: length_scale (degrees)")
-        seed = _seed(seed)
+        seed = _seed(seed, "rff: seed")
         super().__init__(
             2 * num_features,
             {"num_features": num_features, "length_scale": length_scale, "seed": seed},
@@ -689,8 +689,8 @@ class SphericalHarmonicsEncoding(PositionEncoding):
         self.register_buffer(
             "trig_index", torch.where(orders >= 0, orders, size - orders), persistent=False
         )
-        scale = torch.where(orders == 0, 1.0, math.sqrt(2.0)).to(torch.float64)
-        self.register_buffer("scale", scale, persistent=False)
+        scale = torch.full(orders.shape, math.sqrt(2.0), dtype=torch.float64)
+        self.register_buffer("scale", scale.masked_fill(orders == 0, 1.0), persistent=False)
 
     def _legendre(self, z: Tensor, sin_theta: Tensor) -> Tensor:
         """Pbar_l^m(z) for all 0 <= m <= l <= L: ``(..., L+1, L+1)`` indexed [l, m], 0 if m > l."""
