@@ -212,3 +212,12 @@ def test_unmerged_store_cannot_be_opened(records, encoder, tmp_path) -> None:
     _extract(records[:2], encoder, tmp_path)
     with pytest.raises(FileNotFoundError, match="not merged"):
         FeatureStore.open(tmp_path)
+
+
+def test_store_with_only_unreadable_images_is_empty(records, encoder, tmp_path) -> None:
+    report = _extract([records[6], records[13]], encoder, tmp_path)
+    assert report.items_encoded == 0 and report.num_failed == 2
+    store = merge_shards(tmp_path)
+    assert len(store) == 0 and store.features.shape == (0, encoder.feature_dim)
+    features, lonlat = store.to_tensors()
+    assert features.shape == (0, encoder.feature_dim) and lonlat.shape == (0, 2)
