@@ -158,22 +158,31 @@ def csp_loss(
         raise ValueError(
             f"model objective {model.objective!r} != loss objective {config.objective!r}"
         )
-    loc = model.encode_locations(batch.lonlat)
     terms: dict[str, Tensor] = {}
     if config.objective == "mse":
-        total = F.mse_loss(model.decode_locations(loc), batch.image_features)
+        total = F.mse_loss(model.decode_locations(model.encode_locations(batch.lonlat)), batch.image_features)
         terms["mse"] = total.detach()
         return total, terms
+    if config.uses_random_locations and random_lonlat is None:
+        raise ValueError("random_lonlat (B, K, 2) is required for the random-location term")
 
+    # One pass of the location network over [x, x again (SimCSE view), random locations]:
+    # larger matrix products, and each row still gets its own dropout mask.
+    size = batch.lonlat.shape[0]
+    parts = [batch.lonlat]
+    if config.uses_simcse:
+        parts.append(batch.lonlat)
+    if config.uses_random_locations:
+        parts.append(random_lonlat.reshape(-1, 2))
+    encoded = _maybe_normalize(model.encode_locations(torch.cat(parts)), config.normalize)
+    loc = encoded[:size]
+    view = encoded[size : 2 * size] if config.uses_simcse else None
     img = _maybe_normalize(model.encode_images(batch.image_features), config.normalize)
-    loc = _maybe_normalize(loc, config.normalize)
     tau = config.temperature
     positive = (loc * img).sum(-1) / tau
     negatives = None
     if config.uses_random_locations:
-        if random_lonlat is None:
-            raise ValueError("random_lonlat (B, K, 2) is required for the random-location term")
-        neg_loc = _maybe_normalize(model.encode_locations(random_lonlat), config.normalize)
+        neg_loc = encoded[size * len(parts[:-1]) :].view(size, -1, loc.shape[-1])
         negatives = torch.einsum("bke,be->bk", neg_loc, img) / tau
 
     total = loc.new_zeros(())
@@ -196,8 +205,7 @@ def csp_loss(
             terms["random_location"] = binary_nce(positive, negatives)
             total = total + config.random_location_weight * terms["random_location"]
 
-    if config.uses_simcse:
-        view = _maybe_normalize(model.encode_locations(batch.lonlat), config.normalize)
+    if view is not None:
         terms["simcse"] = info_nce(global_loc, gather(view), config.simcse_temperature)
         total = total + config.simcse_weight * terms["simcse"]
     return total, {name: value.detach() for name, value in terms.items()}
