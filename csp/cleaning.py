@@ -207,7 +207,7 @@ class CleaningConfig:
     outlier_km: float = 3000.0
     outlier_min_support: float = 0.2
     outlier_min_places: int = 3
-    sea_tolerance_km: float = 200.0
+    sea_tolerance_km: float = 250.0
 
     def __post_init__(self) -> None:
         for name in ("place_km", "zoo_far_km", "outlier_km"):
@@ -291,6 +291,9 @@ def _check_records(lonlat: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, 
         raise ValueError(f"lonlat must be (N, 2) (lon, lat) degrees, got shape {lonlat.shape}")
     if labels.shape != (len(lonlat),):
         raise ValueError(f"labels must have shape ({len(lonlat)},), got {labels.shape}")
+    missing = pd.isna(labels)
+    if missing.any():
+        raise ValueError(f"labels: record {int(np.argmax(missing))} has no species label")
     validate_lonlat(lonlat, source="occurrence records")
     return lonlat, labels
 
