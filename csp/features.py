@@ -263,6 +263,21 @@ def _write_shard(
                 {"shard": shard, "rank": rank, "items": items, "failed": failed})
 
 
+def _plan_batches(
+    shards: list[int], shard_size: int, num_records: int, batch_size: int
+) -> tuple[list[list[int]], list[int]]:
+    """Record-index batches covering ``shards`` in order, none crossing a shard boundary,
+    and the shard of each batch."""
+    batches: list[list[int]] = []
+    batch_shard: list[int] = []
+    for s in shards:
+        stop = min((s + 1) * shard_size, num_records)
+        for start in range(s * shard_size, stop, batch_size):
+            batches.append(list(range(start, min(start + batch_size, stop))))
+            batch_shard.append(s)
+    return batches, batch_shard
+
+
 def extract_features(
     records: Sequence[ImageRecord],
     encoder: ImageEncoder,
@@ -306,13 +321,7 @@ def extract_features(
         row for s in assigned if s in complete for row in _read_json(complete[s])["failed"]
     ]
 
-    batches: list[list[int]] = []
-    batch_shard: list[int] = []
-    for s in pending:
-        stop = min((s + 1) * shard_size, len(records))
-        for start in range(s * shard_size, stop, batch_size):
-            batches.append(list(range(start, min(start + batch_size, stop))))
-            batch_shard.append(s)
+    batches, batch_shard = _plan_batches(pending, shard_size, len(records), batch_size)
     last_batch_of = {s: i for i, s in enumerate(batch_shard)}
 
     loader = DataLoader(
