@@ -26,10 +26,14 @@ the statistics below count places, not photos.
    (sea, or an island too small for the map) within ``sea_tolerance_km`` of one. Records in
    range are *vouched for*: the two statistical rules never drop them.
 
-Limitations: when most records of a species are captive, its few wild records look far from
-the rest and a wild place rich in such species (a safari park) can look like a zoo; expert
-ranges fix this for the species that have one. Country-level ranges are coarse (a lion range
-includes all of India for the Gir population).
+Limitations: the zoo signature is a co-occurrence pattern, not a list of zoos. On the YFCC
+species file it also catches botanical gardens (cultivated plants), insect collections and
+spots where a camera's wrong default location mixes species from far away, which are not wild
+records either; but with at most 10 records per species it can also catch a busy wild site
+whose species have few records nearby (for example tropical species, or moths at a light trap
+whose other records are across the continent). When most records of a species are captive,
+its few wild records look far from the rest; expert ranges fix this for the species that have
+one. Country-level ranges are coarse (a lion range includes all of India for the Gir forest).
 
 :func:`sample_pseudo_presences` draws points uniformly by area inside native countries. They
 are pseudo-presences from an expert range, not observations: the caller must store them with
@@ -199,7 +203,19 @@ def native_country_codes(native: NativeRange, countries: gpd.GeoDataFrame) -> tu
 
 @dataclass(frozen=True)
 class CleaningConfig:
-    """Thresholds of the cleaning rules (distances in km). See the module docstring."""
+    """Thresholds of the cleaning rules, distances in km (see the module docstring).
+
+    Attributes:
+        place_km: records of a species closer than this are one place.
+        zoo_min_species: species with a far place needed to call a spot a zoo.
+        zoo_far_km: median distance to the species' other places that makes a place far.
+        outlier_km: radius in which a place needs support from its species' other places.
+        outlier_min_support: fraction of the other places that must lie within outlier_km.
+        outlier_min_places: species with fewer places are not judged by range_outlier.
+        sea_tolerance_km: records off every country polygon this close to a native country
+            count as in range (250 km: Natural Earth 1:110m has no Shetland, ~220 km from
+            the mainland polygon, and coastal points often fall just outside its coastlines).
+    """
 
     place_km: float = 5.0
     zoo_min_species: int = 8
