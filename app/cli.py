@@ -1,0 +1,97 @@
+"""``python app.py``: serve the app on the shipped default model (or ``--checkpoint DIR``).
+
+Offline by construction: no CDN, tiles or hub; Gradio analytics are off. Uploads and exported
+files live in one temporary folder removed at exit; a training run still in progress is
+stopped at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.static import DEFAULT_MODEL_DIR, REPO_ROOT
+
+MAX_FILE_SIZE = "25mb"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python app.py", description=__doc__)
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=DEFAULT_MODEL_DIR,
+        help="model directory with prior/ (and optional csp/, imagenet_species_link.csv)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--share", action="store_true", help="also open a public gradio.live link (needs internet)"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device for the models")
+    parser.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="upload size limit, e.g. 25mb")
+    return parser
+
+
+def launch(
+    demo: Any,
+    host: str,
+    port: int,
+    *,
+    share: bool = False,
+    max_file_size: str = MAX_FILE_SIZE,
+    prevent_thread_lock: bool = False,
+) -> Any:
+    """Launch ``demo`` with the app's settings (also used by tests and the benchmark)."""
+    from app.ui import CSS
+
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=max_file_size,
+        show_error=False,
+        css=CSS,
+        prevent_thread_lock=prevent_thread_lock,
+        quiet=prevent_thread_lock,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = build_parser().parse_args(argv)
+    if not (args.checkpoint / "prior").is_dir():
+        print(
+            f"error: {args.checkpoint} is not a model directory (no prior/ inside); "
+            "rebuild the default with `python -m train build-default` or pass --checkpoint",
+            file=sys.stderr,
+        )
+        return 2
+    scratch = Path(tempfile.mkdtemp(prefix="csp-app-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    # Gradio reads these when it is imported: uploads go to our scratch folder.
+    os.environ["GRADIO_TEMP_DIR"] = str(scratch / "uploads")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run atexit cleanup on SIGTERM
+
+    from app.training import TrainingManager
+    from app.ui import build_app
+    from csp.predictor import Predictor
+
+    predictor = Predictor.from_directory(args.checkpoint, device=args.device)
+    training = TrainingManager(REPO_ROOT, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    atexit.register(training.close)
+    (scratch / "work").mkdir()
+    demo = build_app(predictor, model_dir=args.checkpoint, work_dir=scratch / "work", training=training)
+    print(f"[app] model and interface ready in {time.perf_counter() - started:.1f} s", flush=True)
+    launch(demo, args.host, args.port, share=args.share, max_file_size=args.max_file_size)
+    return 0
