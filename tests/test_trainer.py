@@ -36,7 +36,7 @@ def test_pretraining_lowers_the_contrastive_loss_and_learns_retrieval(tmp_path):
     config = _pretrain_config(tmp_path / "pre")
     result = run_pretrain(config, pairs=pairs())
     losses = [r["loss"] for r in result.history]
-    assert losses[-1] < 0.8 * losses[0]
+    assert losses[-1] < 0.9 * losses[0]
     retrieval = [r["val_retrieval_top5"] for r in result.history]
     # 102 held-out pairs: chance top-5 is about 5%.
     assert retrieval[-1] > 20

@@ -21,6 +21,8 @@ from csp.models import LocationEncoderConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_SPECIES_CSV = "assets/data/yfcc_inat2017_species.csv"
+DEFAULT_NATIVE_RANGES = "assets/default/native_ranges.csv"
+DEFAULT_COUNTRIES = "assets/basemap/naturalearth_110m_countries.geojson"
 
 
 @dataclass
@@ -66,6 +68,8 @@ class DataConfig:
 
     csv: str = DEFAULT_SPECIES_CSV
     clean: bool = True  # drop captive records and range outliers (csp.cleaning)
+    native_ranges: str | None = DEFAULT_NATIVE_RANGES  # expert ranges used by the cleaning
+    countries: str = DEFAULT_COUNTRIES  # polygons for the expert-range rule
     split_seed: int = 0
     val_fraction: float = 0.1
     test_fraction: float = 0.1

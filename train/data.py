@@ -101,10 +101,12 @@ def load_species(config: DataConfig) -> SpeciesSplits:
         records = records.subset(np.flatnonzero(labelled))
     cleaning: dict[str, int] = {}
     if config.clean:
-        from csp.cleaning import CleaningConfig, clean_occurrences
+        from csp.cleaning import clean_occurrences, load_countries, load_native_ranges
 
         names = np.asarray(records.class_names, dtype=object)[records.labels]
-        report = clean_occurrences(records.lonlat, names, CleaningConfig())
+        ranges = load_native_ranges(config.native_ranges) if config.native_ranges else None
+        countries = load_countries(config.countries) if ranges is not None else None
+        report = clean_occurrences(records.lonlat, names, None, ranges, countries)
         cleaning = dict(report.dropped_per_rule)
         records = records.subset(np.flatnonzero(report.keep))
     records = _compact_classes(records)
