@@ -132,12 +132,12 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     options = FewShotOptions(
         out=Path(args.out),
-        pretrained=Path(args.pretrained),
+        features=Path(args.features),
         encodings=tuple(args.encodings.split(",")),
         fractions=tuple(float(f) for f in args.fractions.split(",")),
         seeds=tuple(int(s) for s in args.seeds.split(",")),
         methods=tuple(args.methods.split(",")),
-        epochs=args.epochs,
+        pretrain_epochs=args.pretrain_epochs,
     )
     print(run_fewshot(options))
     return 0
@@ -201,12 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     experiment = commands.add_parser("experiment", help="experiments (fewshot)")
     experiment.add_argument("name", choices=["fewshot"])
     experiment.add_argument("--out", default="runs/fewshot")
-    experiment.add_argument("--pretrained", default="runs/build-default/pretrain")
+    experiment.add_argument(
+        "--features", default="runs/build-default/features",
+        help="pre-training feature store (made by build-default)",
+    )
     experiment.add_argument("--encodings", default="grid,sphereC+")
     experiment.add_argument("--fractions", default="0.05,0.1,0.2,1.0")
     experiment.add_argument("--seeds", default="0,1,2")
     experiment.add_argument("--methods", default="sup-only,csp-mc-bld,csp-mc-bl,csp-nce-bld,mse")
-    experiment.add_argument("--epochs", type=int, default=30)
+    experiment.add_argument("--pretrain-epochs", type=int, default=20)
     experiment.set_defaults(run=_cmd_experiment)
     return parser
 
