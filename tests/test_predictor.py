@@ -1,0 +1,71 @@
+"""Predictor API on a small model: prior, range maps, geo-aware re-weighting, loading."""
+
+import numpy as np
+import pytest
+import torch
+
+from csp.checkpoint import CheckpointError, describe_model, save_checkpoint
+from csp.models import LocationEncoder, LocationEncoderConfig
+from csp.predictor import Predictor
+
+
+def _predictor(**kwargs) -> Predictor:
+    torch.manual_seed(0)
+    model = LocationEncoder(
+        LocationEncoderConfig(encoding_kwargs={"frequency_num": 8}, hidden_dim=32, embed_dim=16,
+                              num_classes=4)
+    )
+    return Predictor(model, ["Panthera leo", "Panthera tigris", "Ursus arctos", "Ursus americanus"],
+                     **kwargs)
+
+
+def test_prior_top_classes_and_search():
+    predictor = _predictor()
+    prior = predictor.prior(np.array([[10.0, 20.0], [-70.0, 45.0]]))
+    assert prior.shape == (2, 4) and ((prior > 0) & (prior < 1)).all()
+    top = predictor.top_classes(10.0, 20.0, k=3)
+    np.testing.assert_allclose([s.score for s in top], sorted(prior[0], reverse=True)[:3], rtol=1e-6)
+    assert predictor.search_classes("urs") == ["Ursus americanus", "Ursus arctos"]
+    assert predictor.class_index("Ursus arctos") == 2
+    with pytest.raises(KeyError):
+        predictor.class_index("Ursus maritimus")
+    with pytest.raises(ValueError, match="latitude"):
+        predictor.prior(np.array([[0.0, 95.0]]))
+
+
+def test_range_map_matches_pointwise_prior():
+    predictor = _predictor()
+    grid = predictor.range_map(1, step_deg=10.0)
+    assert grid.shape == (18, 36)
+    # Row 0 is the northernmost band (lat 85), column 0 the westernmost (lon -175).
+    expected = predictor.prior(np.array([[-175.0, 85.0], [175.0, -85.0]]))[:, 1]
+    np.testing.assert_allclose([grid[0, 0], grid[-1, -1]], expected, rtol=1e-5)
+    with pytest.raises(IndexError):
+        predictor.range_map(4)
+
+
+def test_geo_reweight_moves_mass_only_within_linked_classes():
+    # Image classes 0..5; classes 1 and 3 are linked to prior classes 0 and 2.
+    predictor = _predictor(species_link={1: 0, 3: 2})
+    probs = np.array([0.30, 0.20, 0.10, 0.20, 0.15, 0.05])
+    lonlat = (10.0, 20.0)
+    prior = predictor.prior(np.array([lonlat]))[0]
+    geo = predictor.geo_reweight(probs, lonlat)
+    unlinked = [0, 2, 4, 5]
+    np.testing.assert_allclose(geo[unlinked], probs[unlinked])
+    np.testing.assert_allclose(geo[[1, 3]].sum(), 0.40)
+    ratio = geo[1] / geo[3]
+    assert ratio == pytest.approx(prior[0] / prior[2], rel=1e-6)
+
+
+def test_from_directory_loads_prior_and_rejects_a_bad_one(tmp_path):
+    predictor = _predictor()
+    meta = describe_model(predictor.prior_model, class_names=predictor.class_names,
+                          train={"expert_range_species": ["Panthera leo"]})
+    save_checkpoint(tmp_path / "model" / "prior", predictor.prior_model, meta)
+    loaded = Predictor.from_directory(tmp_path / "model", load_image_encoder=False)
+    assert loaded.expert_range_species == {"Panthera leo"}
+    assert not loaded.has_image_encoder and not loaded.has_image_to_location
+    np.testing.assert_allclose(loaded.prior(np.array([[1.0, 2.0]])), predictor.prior(np.array([[1.0, 2.0]])))
+    with pytest.raises(CheckpointError):
+        Predictor.from_directory(tmp_path / "missing", load_image_encoder=False)
