@@ -59,12 +59,13 @@ def evaluate_prior(
     location_ranks, image_ranks, combined_ranks = [], [], []
     for start in range(0, lonlat.shape[0], block_size):
         stop = start + block_size
-        prior = torch.sigmoid(encoder.class_logits(lonlat[start:stop]))
+        logits = encoder.class_logits(lonlat[start:stop])
         block_labels = labels[start:stop]
-        location_ranks.append(true_class_ranks(prior, block_labels))
+        # The sigmoid is monotonic: location-only ranks come straight from the logits.
+        location_ranks.append(true_class_ranks(logits, block_labels))
         if image_probs is not None:
             probs = image_probs[start:stop]
-            combined = probs * prior
+            combined = probs * torch.sigmoid(logits)
             if has_location is not None:
                 combined = torch.where(has_location[start:stop, None], combined, probs)
             image_ranks.append(true_class_ranks(probs, block_labels))
