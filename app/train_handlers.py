@@ -149,7 +149,7 @@ class TrainingHandlers:
         checkpoint = self.manager.status().best_checkpoint
         if checkpoint is None:
             raise ValueError("no finished training run with a checkpoint to load")
-        predictor = self.slot.load_prior(checkpoint.resolve())
+        predictor = self.slot.load_prior(checkpoint)
         return (
             f"Now serving the prior trained in `{checkpoint.parent.parent}` "
             f"({len(predictor.class_names)} classes) in every tab."

@@ -155,10 +155,10 @@ def write_gps_photo(path: Path, lon: float, lat: float, size: tuple[int, int] = 
     from skimage import data
 
     def dms(value: float) -> tuple[float, float, float]:
-        value = abs(value)
-        degrees = int(value)
-        minutes = int((value - degrees) * 60)
-        return float(degrees), float(minutes), round(((value - degrees) * 60 - minutes) * 60, 4)
+        seconds = round(abs(value) * 3600, 4)
+        degrees, rest = divmod(seconds, 3600)
+        minutes, seconds = divmod(rest, 60)
+        return float(degrees), float(minutes), round(seconds, 4)
 
     exif = Image.Exif()
     exif[0x8825] = {

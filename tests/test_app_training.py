@@ -1,0 +1,233 @@
+"""Training tab: the subprocess manager (with a tiny stand-in script), presets, CSV checks."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from app.model import ModelSlot
+from app.presets import TrainRequest, check_observations_csv
+from app.train_handlers import TrainingHandlers, view_of
+from app.training import RunStatus, TrainingManager, read_metrics
+
+# Writes metrics.jsonl like the trainer: one line per epoch, then checkpoints/best.
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    run, epochs, pause, code = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    for epoch in range(1, epochs + 1):
+        time.sleep(pause)
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"epoch": epoch, "step": epoch * 10, "loss": 1.0 / epoch}) + "\\n")
+        print(f"epoch {epoch} done", flush=True)
+    if code:
+        print("boom: out of patience", file=sys.stderr, flush=True)
+        sys.exit(code)
+    (run / "checkpoints" / "best").mkdir(parents=True)
+    """
+)
+
+
+@pytest.fixture
+def script(tmp_path) -> Path:
+    path = tmp_path / "fake_trainer.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+def _command(script: Path, run: Path, epochs: int, pause: float, code: int = 0) -> list[str]:
+    return [sys.executable, str(script), str(run), str(epochs), str(pause), str(code)]
+
+
+def _wait(manager: TrainingManager, timeout: float = 20.0) -> RunStatus:
+    deadline = time.monotonic() + timeout
+    while (status := manager.status()).state == "running":
+        assert time.monotonic() < deadline, "run did not end"
+        time.sleep(0.05)
+    return status
+
+
+def test_read_metrics_skips_a_partial_last_line_and_names_bad_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    assert read_metrics(path) == []
+    path.write_text('{"epoch": 1, "loss": 2.0}\n\n{"epoch": 2, "lo')
+    assert read_metrics(path) == [{"epoch": 1, "loss": 2.0}]
+    path.write_text('{"epoch": 1, "loss": 2.0}\nnot json\n')
+    with pytest.raises(ValueError, match="line 2 is not JSON"):
+        read_metrics(path)
+    path.write_text("[1, 2]\n")
+    with pytest.raises(ValueError, match="line 1 is not a JSON object"):
+        read_metrics(path)
+
+
+def test_run_to_completion(tmp_path, script):
+    manager = TrainingManager(tmp_path)
+    assert manager.status().state == "idle" and manager.status().run_dir is None
+    run = tmp_path / "run1"
+    started = manager.start(_command(script, run, 3, 0.05), run, epochs=3)
+    assert started.state in ("running", "finished")
+    status = _wait(manager)
+    assert status.state == "finished" and status.returncode == 0
+    assert [r["epoch"] for r in status.history] == [1, 2, 3]
+    assert status.epoch == 3 and status.progress == 1.0
+    assert status.best_checkpoint == run / "checkpoints" / "best"
+    assert "epoch 3 done" in status.log_tail
+    view = view_of(status)
+    assert view.can_load and list(view.curve["loss"]) == pytest.approx([1.0, 0.5, 1 / 3])
+    assert 'value="100"' in view.progress_html and "epoch 3 / 3" in view.progress_html
+
+
+def test_one_run_at_a_time_and_cancel(tmp_path, script):
+    manager = TrainingManager(tmp_path)
+    run = tmp_path / "slow"
+    manager.start(_command(script, run, 100, 0.2), run, epochs=100)
+    with pytest.raises(RuntimeError, match="already in progress"):
+        manager.start(_command(script, tmp_path / "other", 1, 0.0), tmp_path / "other", epochs=1)
+    started = time.monotonic()
+    status = manager.cancel(timeout=5.0)
+    assert time.monotonic() - started < 5.0
+    assert status.state == "cancelled" and status.best_checkpoint is None
+    assert view_of(status).message.startswith("Cancelled.")
+    # The slot is free again, and a run directory is never reused.
+    with pytest.raises(FileExistsError):
+        (run / "metrics.jsonl").touch()
+        manager.start(_command(script, run, 1, 0.0), run, epochs=1)
+    manager.start(_command(script, tmp_path / "next", 1, 0.0), tmp_path / "next", epochs=1)
+    assert _wait(manager).state == "finished"
+
+
+def test_failed_run_reports_exit_code_and_output(tmp_path, script):
+    manager = TrainingManager(tmp_path)
+    run = tmp_path / "bad"
+    manager.start(_command(script, run, 1, 0.0, code=3), run, epochs=2)
+    status = _wait(manager)
+    assert status.state == "failed" and status.returncode == 3
+    assert "boom: out of patience" in status.log_tail
+    assert status.progress == 0.5 and status.best_checkpoint is None
+    view = view_of(status)
+    assert "exited with code 3" in view.message and not view.can_load
+
+
+def test_unreadable_metrics_are_reported_not_raised(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    manager = TrainingManager(tmp_path)
+    manager.start([sys.executable, "-c", "print('hi')"], run, epochs=1)
+    (run / "metrics.jsonl").write_text("garbage\n")
+    status = _wait(manager)
+    assert status.history == [] and "line 1 is not JSON" in status.problem
+    assert "Progress unreadable" in view_of(status).message
+
+
+# --- presets and CSV checks ----------------------------------------------------------------
+
+
+def test_sup_only_command(tmp_path):
+    request = TrainRequest("sup-only", "sphereC+", 0.1, 7, csv=tmp_path / "obs.csv")
+    argv = request.command("python3", tmp_path / "run")
+    assert argv[:4] == ["python3", "-m", "train", "finetune"]
+    joined = " ".join(argv)
+    for part in (
+        "--preset sup-only",
+        "--encoding sphereC+",
+        "--epochs 7",
+        "--label-fraction 0.1",
+        f"--out {tmp_path / 'run'}",
+        f"--csv {tmp_path / 'obs.csv'}",
+        "--no-progress",
+    ):
+        assert part in joined
+    assert "--init-from" not in joined
+
+
+def test_csp_commands_need_and_use_the_pretrained_encoder(tmp_path):
+    with pytest.raises(ValueError, match="needs a CSP pre-trained encoder"):
+        TrainRequest("csp-finetune", "grid", 1.0, 5)
+    probe = TrainRequest("csp-linear-probe", "grid", 1.0, 5, init_from=tmp_path / "csp")
+    joined = " ".join(probe.command("py", tmp_path / "run"))
+    assert f"--preset finetune --init-from {tmp_path / 'csp'}" in joined
+    assert "--set freeze_encoder=true" in joined and "--encoding" not in joined
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"objective": "magic"}, "unknown objective"),
+        ({"encoding": "hexagons"}, "unknown encoding"),
+        ({"label_fraction": 0.0}, "label fraction"),
+        ({"label_fraction": float("nan")}, "label fraction"),
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 2.5}, "epochs"),
+    ],
+)
+def test_bad_requests(kwargs, message):
+    base = {"objective": "sup-only", "encoding": "grid", "label_fraction": 1.0, "epochs": 3}
+    with pytest.raises(ValueError, match=message):
+        TrainRequest(**(base | kwargs))
+
+
+def test_check_observations_csv(tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("lat,lon,label\n48.85,2.35,a\n35.68,139.65,b\n-1.29,36.82,a\n")
+    assert check_observations_csv(good) == "3 observations of 2 classes"
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("lat,lon\n48.85,2.35\n")
+    with pytest.raises(ValueError, match="needs a label column"):
+        check_observations_csv(unlabelled)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("lat,lon,label\n48.85,2.35,a\n95.0,2.35,b\n")
+    with pytest.raises(ValueError, match="line 3"):
+        check_observations_csv(bad)
+    one = tmp_path / "one.csv"
+    one.write_text("lat,lon,label\n48.85,2.35,a\n")
+    with pytest.raises(ValueError, match="at least two classes"):
+        check_observations_csv(one)
+
+
+def test_training_handlers_refuse_a_bad_csv_before_starting(tmp_path, app_predictor, app_model_dir):
+    manager = TrainingManager(tmp_path)
+    handlers = TrainingHandlers(
+        manager, ModelSlot(app_predictor, app_model_dir), tmp_path / "runs", sys.executable
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("lat,lon,label\n48.85,200,a\n")
+    with pytest.raises(ValueError, match="line 2"):
+        handlers.start("sup-only", "grid", 1.0, 1, str(bad))
+    assert manager.status().state == "idle" and not (tmp_path / "runs").exists()
+    with pytest.raises(ValueError, match="no finished training run"):
+        handlers.load_trained()
+    assert handlers.status().message == "No training run yet."
+
+
+@pytest.mark.slow
+def test_real_trainer_run_and_load(tmp_path, app_predictor, app_model_dir):
+    """The preset's command line against the real ``python -m train finetune``, then the
+    checkpoint it wrote served through the slot."""
+    import pandas as pd
+
+    data = pd.read_csv(Path(__file__).resolve().parent.parent / "assets/data/yfcc_inat2017_species.csv")
+    counts = data["label"].value_counts()
+    species = sorted(counts[counts >= 10].index)[:150]  # real observations, 10 per species
+    csv = tmp_path / "obs.csv"
+    data[data["label"].isin(species)].to_csv(csv, index=False)
+    manager = TrainingManager(Path(__file__).resolve().parent.parent, env={"OMP_NUM_THREADS": "1"})
+    slot = ModelSlot(app_predictor, app_model_dir)
+    handlers = TrainingHandlers(manager, slot, tmp_path / "runs", sys.executable)
+    try:
+        view = handlers.start("sup-only", "grid", 1.0, 1, str(csv))
+        assert view.running and "Started" in view.message
+        status = _wait(manager, timeout=120.0)
+    finally:
+        manager.close()
+    assert status.state == "finished", status.log_tail
+    assert [r["epoch"] for r in status.history] == [1]
+    message = handlers.load_trained()
+    assert "Now serving" in message
+    assert slot.predictor is not app_predictor
+    assert 100 < len(slot.predictor.class_names) <= 150  # cleaning may drop a few species
+    assert slot.predictor.csp_model is app_predictor.csp_model
