@@ -3,7 +3,7 @@ on this machine. Not a test: prints images/second (median of repeats after warm-
 encoder forward pass (pooled features, what feature extraction runs) and for preprocessing
 (PIL image -> normalised tensor), at each input size.
 
-    python bench/bench_image_encoder.py [--sizes 224 96] [--batch-size 32] [--repeats 5]
+    python bench/bench_image_encoder.py [--sizes 224 96] [--batch-size 32] [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -55,7 +55,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 96])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, float32; "
           f"median of {args.repeats} after 2 warm-up batches")
     for size in args.sizes:
