@@ -71,8 +71,10 @@ def bench_step(repeats: int) -> float:
 
     seconds = median_seconds(step, repeats, warmup=3)
     print("\n# one CSP-MC-BLD step (grid 32 scales, 256-d, batch 1024, 2048-d features, L=1, SimCSE)")
-    print(f"step: {seconds * 1000:.1f} ms  ->  {1024 / seconds:,.0f} pairs/s "
-          f"({1024 / seconds * FLOP_PER_PAIR / 1e9:.0f} GFLOP/s)")
+    print(
+        f"step: {seconds * 1000:.1f} ms  ->  {1024 / seconds:,.0f} pairs/s "
+        f"({1024 / seconds * FLOP_PER_PAIR / 1e9:.0f} GFLOP/s)"
+    )
     return seconds
 
 
@@ -82,9 +84,15 @@ def bench_trainer(num_pairs: int, epochs: int) -> float:
     features = torch.randn(num_pairs, 2048, generator=generator)
     with tempfile.TemporaryDirectory() as out:
         config = load_config(
-            PretrainConfig, "csp-mc-bld",
-            ["runtime.progress=false", "runtime.device=cpu", f"runtime.out_dir={out}",
-             f"optim.epochs={epochs}", "val_fraction=0.0"],
+            PretrainConfig,
+            "csp-mc-bld",
+            [
+                "runtime.progress=false",
+                "runtime.device=cpu",
+                f"runtime.out_dir={out}",
+                f"optim.epochs={epochs}",
+                "val_fraction=0.0",
+            ],
         )
         started = time.perf_counter()
         result = run_pretrain(config, pairs=(lonlat, features))
@@ -92,8 +100,10 @@ def bench_trainer(num_pairs: int, epochs: int) -> float:
     rates = [r["pairs_per_second"] for r in result.history]
     rate = statistics.median(rates)
     print(f"\n# trainer end to end: {num_pairs:,} pairs x {epochs} epochs, CSP-MC-BLD, CPU")
-    print(f"median epoch: {rate:,.0f} pairs/s (epochs: {', '.join(f'{r:,.0f}' for r in rates)}); "
-          f"wall {wall:.1f} s incl. set-up and checkpoints")
+    print(
+        f"median epoch: {rate:,.0f} pairs/s (epochs: {', '.join(f'{r:,.0f}' for r in rates)}); "
+        f"wall {wall:.1f} s incl. set-up and checkpoints"
+    )
     return rate
 
 
@@ -119,8 +129,10 @@ def main() -> None:
     step = bench_step(repeats * 3)
     rate = bench_trainer(20_480 if args.quick else 61_440, 3)
     ceiling = 14_000
-    print(f"step rate / ceiling ({ceiling:,} pairs/s): {1024 / step / ceiling:.2f}; "
-          f"trainer rate / ceiling: {rate / ceiling:.2f}; trainer / reference (4,450): {rate / 4450:.2f}x")
+    print(
+        f"step rate / ceiling ({ceiling:,} pairs/s): {1024 / step / ceiling:.2f}; "
+        f"trainer rate / ceiling: {rate / ceiling:.2f}; trainer / reference (4,450): {rate / 4450:.2f}x"
+    )
     print("\n# evaluation (targets: 0.08 s and 0.15 s; reference code: 7.8 s and 7.6 s)")
     bench_evaluation(10_000, 62, repeats)
     bench_evaluation(2_000, 8_142, repeats)

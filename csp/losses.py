@@ -80,11 +80,7 @@ class CSPLossConfig:
 
     @property
     def uses_random_locations(self) -> bool:
-        return (
-            self.objective != "mse"
-            and self.num_random_locations > 0
-            and self.random_location_weight > 0
-        )
+        return self.objective != "mse" and self.num_random_locations > 0 and self.random_location_weight > 0
 
     @property
     def uses_simcse(self) -> bool:
@@ -155,9 +151,7 @@ def csp_loss(
         ``(total, terms)``: scalar loss and its detached terms by name (no host sync).
     """
     if model.objective != config.objective:
-        raise ValueError(
-            f"model objective {model.objective!r} != loss objective {config.objective!r}"
-        )
+        raise ValueError(f"model objective {model.objective!r} != loss objective {config.objective!r}")
     terms: dict[str, Tensor] = {}
     if config.objective == "mse":
         total = F.mse_loss(model.decode_locations(model.encode_locations(batch.lonlat)), batch.image_features)

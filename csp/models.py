@@ -65,9 +65,7 @@ class LocationEncoderConfig:
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}"
-            )
+            raise ValueError(f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("hidden_dim", "embed_dim"):
@@ -92,9 +90,7 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, width: int, hidden: int, config: LocationEncoderConfig) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Linear(width, hidden), *_act_drop(config), nn.Linear(hidden, width)
-        )
+        self.body = nn.Sequential(nn.Linear(width, hidden), *_act_drop(config), nn.Linear(hidden, width))
         self.post = ACTIVATIONS[config.activation]()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -143,9 +139,7 @@ class LocationEncoder(nn.Module):
         self.embed_dim = config.embed_dim
         self.num_classes = config.num_classes
         self.class_emb = (
-            nn.Linear(config.embed_dim, config.num_classes, bias=False)
-            if config.num_classes
-            else None
+            nn.Linear(config.embed_dim, config.num_classes, bias=False) if config.num_classes else None
         )
         self.user_emb = (
             nn.Linear(config.embed_dim, config.num_users, bias=False) if config.num_users else None
@@ -164,9 +158,7 @@ class LocationEncoder(nn.Module):
         """Pre-sigmoid class scores: ``(..., 2)`` degrees -> ``(..., C)``."""
         return self._head()(self.embed(lonlat))
 
-    def forward(
-        self, x: Tensor, class_of_interest: int | None = None, return_feats: bool = False
-    ) -> Tensor:
+    def forward(self, x: Tensor, class_of_interest: int | None = None, return_feats: bool = False) -> Tensor:
         """Reference-code API.
 
         Args:

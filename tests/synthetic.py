@@ -42,8 +42,14 @@ def write_species_csv(path: Path, per_species: int = 60, spread_deg: float = 8.0
     for name, (lon, lat) in SPECIES_CENTRES.items():
         offsets = torch.randn(per_species, 2, generator=generator) * spread_deg
         for i, (dx, dy) in enumerate(offsets.tolist()):
-            rows.append([f"{name[:3]}{i}", name, round(max(-89.0, min(89.0, lat + dy)), 4),
-                         round(((lon + dx + 180) % 360) - 180, 4)])
+            rows.append(
+                [
+                    f"{name[:3]}{i}",
+                    name,
+                    round(max(-89.0, min(89.0, lat + dy)), 4),
+                    round(((lon + dx + 180) % 360) - 180, 4),
+                ]
+            )
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["yfcc_id", "label", "latitude", "longitude"])

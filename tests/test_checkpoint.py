@@ -19,8 +19,11 @@ from csp.models import LocationEncoder, LocationEncoderConfig, LocationImageEnco
 def _encoder() -> LocationImageEncoder:
     torch.manual_seed(0)
     config = LocationEncoderConfig(
-        encoding="rbf", encoding_kwargs={"num_anchors": 16, "seed": 3}, embed_dim=8,
-        hidden_dim=16, num_classes=4,
+        encoding="rbf",
+        encoding_kwargs={"num_anchors": 16, "seed": 3},
+        embed_dim=8,
+        hidden_dim=16,
+        num_classes=4,
     )
     return LocationImageEncoder(config, image_dim=10, objective="mc")
 

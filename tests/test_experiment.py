@@ -16,9 +16,19 @@ def test_table_reports_mean_and_std_over_seeds(tmp_path):
     rows = []
     for method, base in (("sup-only", 2.0), ("csp-mc-bld", 3.0)):
         for seed, delta in enumerate((-1.0, 0.0, 1.0)):
-            rows.append({"encoding": "grid", "method": method, "fraction": 0.05, "seed": seed,
-                         "top1": base + delta, "top5": 10, "mrr": base * 2 + delta,
-                         "epochs": 20, "train_points": 100})
+            rows.append(
+                {
+                    "encoding": "grid",
+                    "method": method,
+                    "fraction": 0.05,
+                    "seed": seed,
+                    "top1": base + delta,
+                    "top5": 10,
+                    "mrr": base * 2 + delta,
+                    "epochs": 20,
+                    "train_points": 100,
+                }
+            )
     _write(tmp_path / "results.csv", rows)
     table = render_table(tmp_path / "results.csv")
     assert "| grid | Sup. only | 2.00 ± 0.82 (n=3) |" in table

@@ -19,10 +19,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _command(csv_path: Path, out: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "train", "finetune", "--preset", "sup-only", "--out", str(out),
-        "--csv", str(csv_path), "--epochs", "4", "--no-progress",
-        "--set", "data.clean=false", "--set", "optim.batch_size=32",
-        "--set", "model.encoding_kwargs={frequency_num: 8}", "--set", "model.hidden_dim=256",
+        sys.executable,
+        "-m",
+        "train",
+        "finetune",
+        "--preset",
+        "sup-only",
+        "--out",
+        str(out),
+        "--csv",
+        str(csv_path),
+        "--epochs",
+        "4",
+        "--no-progress",
+        "--set",
+        "data.clean=false",
+        "--set",
+        "optim.batch_size=32",
+        "--set",
+        "model.encoding_kwargs={frequency_num: 8}",
+        "--set",
+        "model.hidden_dim=256",
         *extra,
     ]
 
@@ -36,13 +53,15 @@ def _epochs_logged(out: Path) -> int:
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     csv_path = write_species_csv(tmp_path / "species.csv", per_species=400)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    reference = subprocess.run(_command(csv_path, tmp_path / "ref"), env=env, cwd=ROOT,
-                               capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(
+        _command(csv_path, tmp_path / "ref"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert reference.returncode == 0, reference.stderr[-2000:]
 
     run = tmp_path / "killed"
-    process = subprocess.Popen(_command(csv_path, run), env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _command(csv_path, run), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 240
     while _epochs_logged(run) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.02)
@@ -53,8 +72,9 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     assert json.loads((run / "status.json").read_text())["state"] == "running"
     load_checkpoint(run / "checkpoints" / "last")  # complete, never half-written
 
-    resumed = subprocess.run(_command(csv_path, run, "--resume"), env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _command(csv_path, run, "--resume"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, _ = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last")
     b, _ = load_checkpoint(run / "checkpoints" / "last")

@@ -22,17 +22,11 @@ def test_info_nce_matches_hand_computation():
     q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     k = torch.tensor([[1.0, 1.0], [0.5, 0.0]])
     # logits / tau=0.5: row0 = [2, 1], row1 = [4, 0]
-    expected = 0.5 * (
-        -(2 - math.log(math.exp(2) + math.exp(1))) - (0 - math.log(math.exp(4) + math.exp(0)))
-    )
+    expected = 0.5 * (-(2 - math.log(math.exp(2) + math.exp(1))) - (0 - math.log(math.exp(4) + math.exp(0))))
     assert info_nce(q, k, 0.5).item() == pytest.approx(expected, rel=1e-6)
     # symmetric: columns of logits are [2, 4] and [1, 0]
-    column = 0.5 * (
-        -(2 - math.log(math.exp(2) + math.exp(4))) - (0 - math.log(math.exp(1) + math.exp(0)))
-    )
-    assert info_nce(q, k, 0.5, symmetric=True).item() == pytest.approx(
-        0.5 * (expected + column), rel=1e-6
-    )
+    column = 0.5 * (-(2 - math.log(math.exp(2) + math.exp(4))) - (0 - math.log(math.exp(1) + math.exp(0))))
+    assert info_nce(q, k, 0.5, symmetric=True).item() == pytest.approx(0.5 * (expected + column), rel=1e-6)
 
 
 def test_random_location_loss_and_binary_nce():
@@ -84,9 +78,7 @@ def _model(objective: str, dropout: float = 0.5) -> LocationImageEncoder:
 
 def _batch(n: int = 6) -> PretrainBatch:
     g = torch.Generator().manual_seed(0)
-    lonlat = torch.stack(
-        [torch.rand(n, generator=g) * 360 - 180, torch.rand(n, generator=g) * 180 - 90], -1
-    )
+    lonlat = torch.stack([torch.rand(n, generator=g) * 360 - 180, torch.rand(n, generator=g) * 180 - 90], -1)
     return PretrainBatch(lonlat=lonlat, image_features=torch.randn(n, 12, generator=g))
 
 

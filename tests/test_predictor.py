@@ -12,11 +12,11 @@ from csp.predictor import Predictor
 def _predictor(**kwargs) -> Predictor:
     torch.manual_seed(0)
     model = LocationEncoder(
-        LocationEncoderConfig(encoding_kwargs={"frequency_num": 8}, hidden_dim=32, embed_dim=16,
-                              num_classes=4)
+        LocationEncoderConfig(
+            encoding_kwargs={"frequency_num": 8}, hidden_dim=32, embed_dim=16, num_classes=4
+        )
     )
-    return Predictor(model, ["Panthera leo", "Panthera tigris", "Ursus arctos", "Ursus americanus"],
-                     **kwargs)
+    return Predictor(model, ["Panthera leo", "Panthera tigris", "Ursus arctos", "Ursus americanus"], **kwargs)
 
 
 def test_prior_top_classes_and_search():
@@ -60,8 +60,11 @@ def test_geo_reweight_moves_mass_only_within_linked_classes():
 
 def test_from_directory_loads_prior_and_rejects_a_bad_one(tmp_path):
     predictor = _predictor()
-    meta = describe_model(predictor.prior_model, class_names=predictor.class_names,
-                          train={"expert_range_species": ["Panthera leo"]})
+    meta = describe_model(
+        predictor.prior_model,
+        class_names=predictor.class_names,
+        train={"expert_range_species": ["Panthera leo"]},
+    )
     save_checkpoint(tmp_path / "model" / "prior", predictor.prior_model, meta)
     loaded = Predictor.from_directory(tmp_path / "model", load_image_encoder=False)
     assert loaded.expert_range_species == {"Panthera leo"}

@@ -27,8 +27,14 @@ def _pretrain_config(out, epochs=6, extra=()):
     return load_config(
         PretrainConfig,
         "csp-mc-bld",
-        [*SMALL_MODEL, f"runtime.out_dir={out}", f"optim.epochs={epochs}", "optim.batch_size=256",
-         "optim.lr=0.003", *extra],
+        [
+            *SMALL_MODEL,
+            f"runtime.out_dir={out}",
+            f"optim.epochs={epochs}",
+            "optim.batch_size=256",
+            "optim.lr=0.003",
+            *extra,
+        ],
     )
 
 
@@ -51,9 +57,17 @@ def test_pretraining_lowers_the_contrastive_loss_and_learns_retrieval(tmp_path):
 def test_finetuning_beats_chance_and_evaluate_uses_the_same_split(tmp_path):
     csv_path = write_species_csv(tmp_path / "species.csv")
     config = load_config(
-        FinetuneConfig, "sup-only",
-        [*SMALL_MODEL, f"runtime.out_dir={tmp_path / 'ft'}", f"data.csv={csv_path}",
-         "data.clean=false", "optim.epochs=15", "optim.batch_size=64", "optim.lr=0.01"],
+        FinetuneConfig,
+        "sup-only",
+        [
+            *SMALL_MODEL,
+            f"runtime.out_dir={tmp_path / 'ft'}",
+            f"data.csv={csv_path}",
+            "data.clean=false",
+            "optim.epochs=15",
+            "optim.batch_size=64",
+            "optim.lr=0.01",
+        ],
     )
     result = run_finetune(config)
     model, meta = load_checkpoint(result.best_dir)
@@ -68,10 +82,18 @@ def test_finetune_from_pretrained_reuses_the_body(tmp_path):
     pre = run_pretrain(_pretrain_config(tmp_path / "pre", epochs=1), pairs=pairs(512))
     csv_path = write_species_csv(tmp_path / "species.csv")
     config = load_config(
-        FinetuneConfig, "finetune",
-        [f"runtime.out_dir={tmp_path / 'ft'}", f"data.csv={csv_path}", "data.clean=false",
-         f"init_from={pre.best_dir}", "optim.epochs=1", "optim.batch_size=64",
-         "runtime.progress=false", "freeze_encoder=true"],
+        FinetuneConfig,
+        "finetune",
+        [
+            f"runtime.out_dir={tmp_path / 'ft'}",
+            f"data.csv={csv_path}",
+            "data.clean=false",
+            f"init_from={pre.best_dir}",
+            "optim.epochs=1",
+            "optim.batch_size=64",
+            "runtime.progress=false",
+            "freeze_encoder=true",
+        ],
     )
     result = run_finetune(config)
     pretrained, _ = load_checkpoint(pre.best_dir)

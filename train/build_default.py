@@ -79,8 +79,9 @@ class BuildPlan:
     @classmethod
     def for_options(cls, options: BuildOptions) -> BuildPlan:
         if options.quick:
-            return cls(photo_points=600, sphere_points=200, pretrain_epochs=2, pretrain_batch=256,
-                       finetune_epochs=2)
+            return cls(
+                photo_points=600, sphere_points=200, pretrain_epochs=2, pretrain_batch=256, finetune_epochs=2
+            )
         return cls()
 
 
@@ -146,7 +147,10 @@ def add_pseudo_presences(
 def _linked_species() -> set[str]:
     from csp.species_link import read_species_link
 
-    return {row.species for row in read_species_link(Path(DEFAULT_NATIVE_RANGES).parent / "imagenet_species_link.csv")}
+    return {
+        row.species
+        for row in read_species_link(Path(DEFAULT_NATIVE_RANGES).parent / "imagenet_species_link.csv")
+    }
 
 
 def build_default(options: BuildOptions) -> str:
@@ -167,12 +171,21 @@ def build_default(options: BuildOptions) -> str:
     timings["features"] = time.perf_counter() - started
 
     # 2. CSP-MC-BLD pre-training (no labels).
-    runtime = [f"runtime.seed={options.seed}", f"runtime.device={options.device}",
-               f"runtime.progress={'false' if options.quick else 'true'}"]
+    runtime = [
+        f"runtime.seed={options.seed}",
+        f"runtime.device={options.device}",
+        f"runtime.progress={'false' if options.quick else 'true'}",
+    ]
     pretrain_config = load_config(
-        PretrainConfig, "csp-mc-bld",
-        [f"features={features_dir}", f"runtime.out_dir={work / 'pretrain'}",
-         f"optim.epochs={plan.pretrain_epochs}", f"optim.batch_size={plan.pretrain_batch}", *runtime],
+        PretrainConfig,
+        "csp-mc-bld",
+        [
+            f"features={features_dir}",
+            f"runtime.out_dir={work / 'pretrain'}",
+            f"optim.epochs={plan.pretrain_epochs}",
+            f"optim.batch_size={plan.pretrain_batch}",
+            *runtime,
+        ],
     )
     pretrained = run_pretrain(pretrain_config, resume=(work / "pretrain" / "metrics.jsonl").exists())
     timings["pretrain"] = time.perf_counter() - started - sum(timings.values())
@@ -182,12 +195,19 @@ def build_default(options: BuildOptions) -> str:
     splits = load_species(data)
     augmented, pseudo = add_pseudo_presences(splits, plan.min_wild_points, options.seed, _linked_species())
     finetune_config = load_config(
-        FinetuneConfig, "finetune",
-        [f"init_from={pretrained.best_dir}", f"runtime.out_dir={work / 'finetune'}",
-         f"optim.epochs={plan.finetune_epochs}", *runtime],
+        FinetuneConfig,
+        "finetune",
+        [
+            f"init_from={pretrained.best_dir}",
+            f"runtime.out_dir={work / 'finetune'}",
+            f"optim.epochs={plan.finetune_epochs}",
+            *runtime,
+        ],
     )
     finetune_config = replace(finetune_config, data=data)
-    tuned = run_finetune(finetune_config, resume=(work / "finetune" / "metrics.jsonl").exists(), splits=augmented)
+    tuned = run_finetune(
+        finetune_config, resume=(work / "finetune" / "metrics.jsonl").exists(), splits=augmented
+    )
     timings["finetune"] = time.perf_counter() - started - sum(timings.values())
 
     # 4. Evaluate on the real held-out test observations and write the model directory.
@@ -228,7 +248,8 @@ def render_report(report: dict[str, Any]) -> str:
     lines = [
         "# Default model: build report",
         "",
-        f"Built by `python -m train build-default` (seed {report['seed']}, {report['device']}) "
+        f"Built by `python -m train build-default` "
+        f"(seed {report['seed']}, {report['device']}) "
         f"in {report['seconds']['total'] / 60:.1f} min "
         f"(features {report['seconds']['features']:.0f} s, pre-training {report['seconds']['pretrain']:.0f} s, "
         f"fine-tuning {report['seconds']['finetune']:.0f} s).",
@@ -249,7 +270,8 @@ def render_report(report: dict[str, Any]) -> str:
         f"validation {data['val']:,}, test {data['test']:,}.",
         f"- Pseudo-presences (expert native range, training split only) for {len(pseudo)} ImageNet-linked "
         f"species with fewer than {plan['min_wild_points']} wild training points"
-        + (": " + ", ".join(f"*{k}* ({v})" for k, v in pseudo.items()) if pseudo else "") + ".",
+        + (": " + ", ".join(f"*{k}* ({v})" for k, v in pseudo.items()) if pseudo else "")
+        + ".",
         "",
         "## Location prior on the held-out test observations (real observations only)",
         "",

@@ -168,15 +168,12 @@ def fuzzy_candidates(
                 scored[name] = max(scored.get(name, 0.0), score)
         best = sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:per_class]
         found += [
-            Candidate(index, class_lemmas[0], " / ".join(binomials), name, score)
-            for name, score in best
+            Candidate(index, class_lemmas[0], " / ".join(binomials), name, score) for name, score in best
         ]
     return found
 
 
-def merge_reviewed(
-    exact: Sequence[LinkRow], reviewed: Iterable[LinkRow], species: set[str]
-) -> list[LinkRow]:
+def merge_reviewed(exact: Sequence[LinkRow], reviewed: Iterable[LinkRow], species: set[str]) -> list[LinkRow]:
     """Exact rows plus the reviewed non-exact rows, sorted by ImageNet index.
 
     A reviewed row is dropped (with a message) when its class now links exactly.
@@ -209,9 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_OUT,
         help="link table to write; its spelling/synonym rows are kept as reviewed fixes",
     )
-    parser.add_argument(
-        "--check", action="store_true", help="do not write; exit 1 if --out is out of date"
-    )
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if --out is out of date")
     args = parser.parse_args(argv)
 
     species = read_species_names(args.species_csv)
@@ -220,15 +215,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     reviewed = read_species_link(args.out) if args.out.is_file() else []
     rows = merge_reviewed(exact, reviewed, species)
     n_species = len({row.species for row in exact})
-    print(f"exact: {len(exact)} classes ({n_species} species); reviewed fixes: "
-          f"{len(rows) - len(exact)}; total: {len(rows)} classes")
+    print(
+        f"exact: {len(exact)} classes ({n_species} species); reviewed fixes: "
+        f"{len(rows) - len(exact)}; total: {len(rows)} classes"
+    )
 
     candidates = fuzzy_candidates(lemmas, species, linked=[row.imagenet_index for row in rows])
     if candidates:
         print("\nunlinked classes with a binomial lemma; candidates to review:")
         for c in candidates:
-            print(f"  {c.imagenet_index:4d} {c.imagenet_name:<28} {c.lemma:<40} -> "
-                  f"{c.species}  ({c.score:.2f})")
+            print(
+                f"  {c.imagenet_index:4d} {c.imagenet_name:<28} {c.lemma:<40} -> {c.species}  ({c.score:.2f})"
+            )
 
     if args.check:
         if rows != reviewed:

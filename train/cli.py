@@ -37,7 +37,11 @@ def _add_training_options(parser: argparse.ArgumentParser, default_preset: str) 
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--seed", type=int, help="shortcut for runtime.seed")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override any config field, e.g. --set loss.temperature=0.5 (repeatable)",
     )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -145,10 +149,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 def _summary(stage: str, result) -> None:
     if int(os.environ.get("RANK", 0)) == 0:
-        print(
-            f"{stage} done: best {result.best_dir} "
-            f"({json.dumps({k: round(v, 4) for k, v in result.best_metrics.items() if isinstance(v, float)})})"
-        )
+        figures = {k: round(v, 4) for k, v in result.best_metrics.items() if isinstance(v, float)}
+        print(f"{stage} done: best {result.best_dir} ({json.dumps(figures)})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("name", choices=["fewshot"])
     experiment.add_argument("--out", default="runs/fewshot")
     experiment.add_argument(
-        "--features", default="runs/build-default/features",
+        "--features",
+        default="runs/build-default/features",
         help="pre-training feature store (made by build-default)",
     )
     experiment.add_argument("--encodings", default="grid,sphereC+")

@@ -61,9 +61,7 @@ def split_by_class(
     return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in (train, val, test))
 
 
-def label_fraction_subset(
-    indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int
-) -> np.ndarray:
+def label_fraction_subset(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """A deterministic, class-stratified subset of ``round(fraction * len(indices))`` indices.
 
     Each class gets ``floor(fraction * n_c)`` observations; the remaining quota goes to classes

@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,8 +35,15 @@ from tqdm.auto import tqdm
 
 from csp.checkpoint import CheckpointMeta, load_checkpoint, point_link, save_checkpoint
 from csp.samplers import BatchIndexSampler, sample_sphere
-from train.config import OptimConfig, RuntimeConfig
-from train.runtime import Distributed, autocast, needs_grad_scaler
+from train.config import OptimConfig, RuntimeConfig, to_dict
+from train.runtime import (
+    Distributed,
+    autocast,
+    distributed_session,
+    needs_grad_scaler,
+    seed_everything,
+    select_device,
+)
 
 TRAIN_STATE = "train_state.pt"
 
@@ -227,6 +235,21 @@ def fit(
     session.barrier()
     best_meta = json.loads((run.best / "model.json").read_text()) if run.best.exists() else {}
     return FitResult(run.best, run.last, best_meta.get("metrics", {}), history)
+
+
+def run_task(
+    config: Any, make_task: Callable[[torch.device, Distributed], Task], resume: bool = False
+) -> FitResult:
+    """Seed, choose the device, join ``torchrun``'s process group if any, build the task, fit.
+
+    ``config`` is a pre-training or fine-tuning config (it has ``optim`` and ``runtime``).
+    """
+    seed_everything(config.runtime.seed)
+    device = select_device(config.runtime.device)
+    with distributed_session(device) as session:
+        task = make_task(device, session)
+        run = RunDirectory(config.runtime.out_dir)
+        return fit(task, config.optim, config.runtime, run, device, session, to_dict(config), resume)
 
 
 def _epoch_of(checkpoint: Path) -> int:

@@ -63,7 +63,9 @@ def _done(path: Path) -> set[tuple[str, str, float, int]]:
     if not path.exists():
         return set()
     with open(path, newline="") as handle:
-        return {(r["encoding"], r["method"], float(r["fraction"]), int(r["seed"])) for r in csv.DictReader(handle)}
+        return {
+            (r["encoding"], r["method"], float(r["fraction"]), int(r["seed"])) for r in csv.DictReader(handle)
+        }
 
 
 def _append(path: Path, row: dict) -> None:
@@ -81,26 +83,42 @@ def _pretrain(options: FewShotOptions, encoding: str, method: str) -> Path:
     if (out / "status.json").exists() and '"finished"' in (out / "status.json").read_text():
         return best
     config = load_config(
-        PretrainConfig, method,
-        [f"features={options.features}", f"runtime.out_dir={out}", f"model.encoding={encoding}",
-         *([] if encoding == "grid" else ["model.encoding_kwargs={}"]),
-         f"optim.epochs={options.pretrain_epochs}", "runtime.progress=false"],
+        PretrainConfig,
+        method,
+        [
+            f"features={options.features}",
+            f"runtime.out_dir={out}",
+            f"model.encoding={encoding}",
+            *([] if encoding == "grid" else ["model.encoding_kwargs={}"]),
+            f"optim.epochs={options.pretrain_epochs}",
+            "runtime.progress=false",
+        ],
     )
     run_pretrain(config, resume=(out / "metrics.jsonl").exists())
     return best
 
 
 def _finetune(
-    options: FewShotOptions, splits: SpeciesSplits, encoding: str, method: str,
-    fraction: float, seed: int, init_from: Path | None,
+    options: FewShotOptions,
+    splits: SpeciesSplits,
+    encoding: str,
+    method: str,
+    fraction: float,
+    seed: int,
+    init_from: Path | None,
 ) -> dict:
     out = options.out / "finetune" / f"{encoding}-{method}-{fraction}-{seed}"
     train_points = round(len(splits.train) * fraction)
     overrides = [
-        f"runtime.out_dir={out}", f"runtime.seed={seed}", "runtime.progress=false",
-        f"model.encoding={encoding}", *([] if encoding == "grid" else ["model.encoding_kwargs={}"]),
-        f"data.label_fraction={fraction}", f"data.label_seed={seed}",
-        f"optim.batch_size={options.batch_size}", f"optim.patience={options.patience}",
+        f"runtime.out_dir={out}",
+        f"runtime.seed={seed}",
+        "runtime.progress=false",
+        f"model.encoding={encoding}",
+        *([] if encoding == "grid" else ["model.encoding_kwargs={}"]),
+        f"data.label_fraction={fraction}",
+        f"data.label_seed={seed}",
+        f"optim.batch_size={options.batch_size}",
+        f"optim.patience={options.patience}",
         f"optim.epochs={_finetune_epochs(options, train_points)}",
     ]
     if init_from is not None:
@@ -114,9 +132,15 @@ def _finetune(
         model, torch.from_numpy(splits.records.lonlat)[test], torch.from_numpy(splits.records.labels)[test]
     )["location"]
     return {
-        "encoding": encoding, "method": method, "fraction": fraction, "seed": seed,
-        "top1": round(metrics["top1"], 3), "top5": round(metrics["top5"], 3), "mrr": round(metrics["mrr"], 3),
-        "epochs": len(result.history), "train_points": train_points,
+        "encoding": encoding,
+        "method": method,
+        "fraction": fraction,
+        "seed": seed,
+        "top1": round(metrics["top1"], 3),
+        "top5": round(metrics["top5"], 3),
+        "mrr": round(metrics["mrr"], 3),
+        "epochs": len(result.history),
+        "train_points": train_points,
     }
 
 
@@ -163,13 +187,20 @@ def render_table(results: Path) -> str:
     fractions = sorted({float(r["fraction"]) for r in rows})
     lines = [
         "Test split of the cleaned YFCC species observations; location-only prior; "
-        "mean ± std over seeds (n = seeds).", "",
+        "mean ± std over seeds (n = seeds).",
+        "",
     ]
     for metric, title in (("top1", "top-1 (%)"), ("top5", "top-5 (%)"), ("mrr", "MRR (%)")):
         stats = _aggregate(rows, metric)
-        lines += [f"**{title}**", "", "| encoding | method | " + " | ".join(f"{f:g}" for f in fractions) + " |",
-                  "|---|---|" + "---|" * len(fractions)]
-        for encoding, method in sorted({(k[0], k[1]) for k in stats}, key=lambda em: (em[0], list(METHOD_LABELS).index(em[1]))):
+        lines += [
+            f"**{title}**",
+            "",
+            "| encoding | method | " + " | ".join(f"{f:g}" for f in fractions) + " |",
+            "|---|---|" + "---|" * len(fractions),
+        ]
+        for encoding, method in sorted(
+            {(k[0], k[1]) for k in stats}, key=lambda em: (em[0], list(METHOD_LABELS).index(em[1]))
+        ):
             cells = []
             for fraction in fractions:
                 mean_std = stats.get((encoding, method, fraction))
@@ -195,8 +226,14 @@ def plot(results: Path, path: Path) -> None:
             points = sorted((k[2], v) for k, v in stats.items() if k[0] == encoding and k[1] == method)
             if points:
                 xs = [p[0] for p in points]
-                ax.errorbar(xs, [p[1][0] for p in points], yerr=[p[1][1] for p in points],
-                            label=label, marker="o", capsize=3)
+                ax.errorbar(
+                    xs,
+                    [p[1][0] for p in points],
+                    yerr=[p[1][1] for p in points],
+                    label=label,
+                    marker="o",
+                    capsize=3,
+                )
         ax.set_xscale("log")
         ax.set_xlabel("label fraction")
         ax.set_ylabel("test MRR (%)")

@@ -15,8 +15,7 @@ from csp.metrics import evaluate_prior
 from csp.models import LocationEncoder, LocationImageEncoder
 from train.config import FinetuneConfig, to_dict
 from train.data import SpeciesSplits, label_fraction_subset, load_species
-from train.engine import FitResult, RunDirectory, fit
-from train.runtime import distributed_session, seed_everything, select_device
+from train.engine import FitResult, run_task
 
 
 class PresenceObjective(nn.Module):
@@ -62,9 +61,7 @@ def init_location_encoder(config: FinetuneConfig, num_classes: int) -> LocationE
 class FinetuneTask:
     """Fine-tuning task for :func:`train.engine.fit`."""
 
-    def __init__(
-        self, config: FinetuneConfig, splits: SpeciesSplits, device: torch.device
-    ) -> None:
+    def __init__(self, config: FinetuneConfig, splits: SpeciesSplits, device: torch.device) -> None:
         records = splits.records
         labels = records.labels
         train = label_fraction_subset(
@@ -114,18 +111,5 @@ def run_finetune(
     config: FinetuneConfig, resume: bool = False, splits: SpeciesSplits | None = None
 ) -> FitResult:
     """Fine-tune from ``config`` (``splits`` may be passed to reuse a loaded split)."""
-    seed_everything(config.runtime.seed)
-    device = select_device(config.runtime.device)
     splits = splits or load_species(config.data)
-    with distributed_session(device) as session:
-        task = FinetuneTask(config, splits, device)
-        return fit(
-            task,
-            config.optim,
-            config.runtime,
-            RunDirectory(config.runtime.out_dir),
-            device,
-            session,
-            to_dict(config),
-            resume=resume,
-        )
+    return run_task(config, lambda device, _: FinetuneTask(config, splits, device), resume)

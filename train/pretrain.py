@@ -14,8 +14,8 @@ from csp.losses import CSPLossConfig, PretrainBatch, csp_loss
 from csp.metrics import rank_summary, true_class_ranks
 from csp.models import LocationImageEncoder
 from train.config import PretrainConfig, to_dict
-from train.engine import FitResult, RunDirectory, fit
-from train.runtime import Distributed, distributed_session, seed_everything, select_device
+from train.engine import FitResult, run_task
+from train.runtime import Distributed
 
 MAX_VALIDATION_PAIRS = 2000
 
@@ -44,9 +44,7 @@ class CSPObjective(nn.Module):
     def forward(self, indices: Tensor, random_lonlat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         batch = PretrainBatch(lonlat=self.lonlat[indices], image_features=self.features[indices])
         negatives = (
-            random_lonlat[:, : self.loss.num_random_locations]
-            if self.loss.uses_random_locations
-            else None
+            random_lonlat[:, : self.loss.num_random_locations] if self.loss.uses_random_locations else None
         )
         return csp_loss(self.model, batch, self.loss, negatives, gather=self.session.all_gather)
 
@@ -116,8 +114,7 @@ def load_pairs(config: PretrainConfig) -> tuple[Tensor, Tensor]:
     encoder_name = store.manifest.get("encoder")
     if encoder_name and encoder_name != config.image_encoder:
         raise ValueError(
-            f"{config.features} holds {encoder_name} features, "
-            f"but the config names {config.image_encoder}"
+            f"{config.features} holds {encoder_name} features, but the config names {config.image_encoder}"
         )
     features, lonlat = store.to_tensors()
     return lonlat, features
@@ -131,18 +128,7 @@ def run_pretrain(
     ``pairs`` = (locations ``(N, 2)`` degrees, image features ``(N, F)``) replaces reading
     ``config.features``.
     """
-    seed_everything(config.runtime.seed)
-    device = select_device(config.runtime.device)
     lonlat, features = pairs if pairs is not None else load_pairs(config)
-    with distributed_session(device) as session:
-        task = PretrainTask(config, lonlat, features, device, session)
-        return fit(
-            task,
-            config.optim,
-            config.runtime,
-            RunDirectory(config.runtime.out_dir),
-            device,
-            session,
-            to_dict(config),
-            resume=resume,
-        )
+    return run_task(
+        config, lambda device, session: PretrainTask(config, lonlat, features, device, session), resume
+    )
