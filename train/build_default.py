@@ -251,7 +251,8 @@ def render_report(report: dict[str, Any]) -> str:
         f"Built by `python -m train build-default` "
         f"(seed {report['seed']}, {report['device']}) "
         f"in {report['seconds']['total'] / 60:.1f} min "
-        f"(features {report['seconds']['features']:.0f} s, pre-training {report['seconds']['pretrain']:.0f} s, "
+        f"(features {report['seconds']['features']:.0f} s, "
+        f"pre-training {report['seconds']['pretrain']:.0f} s, "
         f"fine-tuning {report['seconds']['finetune']:.0f} s).",
         "",
         "## Pre-training (self-supervised, no labels)",
