@@ -102,10 +102,27 @@ class RunDirectory:
         _write_json_atomic(self.status, record)
 
     def log(self, record: dict[str, Any]) -> None:
+        """Append one epoch's record to ``metrics.jsonl`` (and TensorBoard, if installed)."""
         with open(self.metrics, "a") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        writer = self._tensorboard()
+        if writer is not None:
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, int | float):
+                    writer.add_scalar(key, value, record["epoch"])
+            writer.flush()
+
+    def _tensorboard(self) -> Any:
+        if not hasattr(self, "_writer"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # TensorBoard is optional
+                self._writer = None
+            else:
+                self._writer = SummaryWriter(str(self.root / "tensorboard"))
+        return self._writer
 
     def truncate_log(self, epochs_done: int) -> None:
         """Drop log lines of epochs after the resumed checkpoint (they will be redone)."""
