@@ -289,7 +289,7 @@ class Handlers:
         folder = Path(tempfile.mkdtemp(prefix="range-", dir=self.work_dir))
         stem = f"{_safe_name(class_name)}_range_t{threshold:.2f}"
         png_path, geojson_path = folder / f"{stem}.png", folder / f"{stem}.geojson"
-        composite(self._basemap_image(), colorize(grid, threshold)).save(png_path, optimize=True)
+        composite(self._basemap_image(), colorize(grid, threshold)).save(png_path)
         properties = {
             "class": class_name,
             "expert_range": class_name in self.slot.predictor.expert_range_species,

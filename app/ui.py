@@ -273,6 +273,7 @@ def build_app(
                         choices=handlers.class_choices(),
                         value=None,
                         filterable=True,
+                        allow_custom_value=True,  # validated by the handler; classes change on reload
                         label="Predicted range of a class (type to search)",
                         elem_id="range-class",
                     )

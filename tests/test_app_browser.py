@@ -1,0 +1,125 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright (never `playwright install`).
+
+Clicks a known place on the offline map, uploads a photo with EXIF GPS, and fails if the page
+asks anything of a host other than the app's own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from conftest import write_gps_photo
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TEXT = "textarea, input"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists() or shutil.which("chromium") is None, reason="needs /usr/bin/chromium"
+    ),
+    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::Warning:gradio.queueing"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser_page(app_server):
+    """A page on the app with every request recorded; checks none left localhost."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    requests: list[str] = []
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.on("request", lambda request: requests.append(request.url))
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(app_server, wait_until="domcontentloaded")
+        yield page
+        browser.close()
+    outside = [
+        url
+        for url in requests
+        if not url.startswith(("data:", "blob:", "about:"))
+        and urllib.parse.urlparse(url).hostname not in ("127.0.0.1", "localhost")
+    ]
+    assert requests and not outside, f"requests left localhost: {outside[:10]}"
+    assert not errors, errors
+
+
+def _map_frame(page, elem_id: str):
+    page.wait_for_selector(f"#{elem_id} iframe.csp-map-frame", state="attached", timeout=60_000)
+    frame = page.locator(f"#{elem_id} iframe.csp-map-frame").element_handle().content_frame()
+    frame.wait_for_function("window.cspMap && window.cspCountriesLoaded", timeout=30_000)
+    return frame
+
+
+def _value(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id}").locator(TEXT).first.input_value()
+
+
+def _table_rows(page, elem_id: str) -> int:
+    """Data rows of a Gradio dataframe (its grid counts the header row too)."""
+    return int(page.locator(f"#{elem_id} [role=grid]").get_attribute("aria-rowcount")) - 1
+
+
+def _cell(page, elem_id: str, row: int, col: int) -> str:
+    return page.locator(f"#{elem_id} [data-testid='cell-{row}-{col}']").inner_text().strip()
+
+
+def test_click_a_known_place_lists_its_prior(browser_page):
+    page = browser_page
+    frame = _map_frame(page, "prior-map")
+    box = page.locator("#prior-map iframe.csp-map-frame").bounding_box()
+    x, y = frame.evaluate(
+        "(() => { const p = cspMap.latLngToContainerPoint([0.5, 20.5]); return [p.x, p.y]; })()"
+    )
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    page.wait_for_function(
+        "() => (document.querySelector('#prior-country textarea, #prior-country input') || {}).value",
+        timeout=15_000,
+    )
+    lat, lon = (float(v) for v in _value(page, "prior-location").split(","))
+    assert lat == pytest.approx(0.5, abs=0.3) and lon == pytest.approx(20.5, abs=0.3)
+    assert _value(page, "prior-country") == "Dem. Rep. Congo"
+    page.wait_for_function("() => document.querySelector('#prior-table').innerText.includes('Loxodonta')")
+    assert _table_rows(page, "prior-table") == 6  # k=10, capped at the 6 classes of the model
+    assert _cell(page, "prior-table", 0, 1) == "Loxodonta africana"
+    assert _cell(page, "prior-table", 0, 3) == "yes"  # an expert-range prior
+    assert frame.evaluate("cspMarkerLatLng()") == pytest.approx([lat, lon], abs=1e-4)
+
+
+def test_upload_a_photo_with_gps_places_the_marker_and_ranks_by_location(browser_page, tmp_path_factory):
+    page = browser_page
+    photo = write_gps_photo(tmp_path_factory.mktemp("browser") / "nairobi.jpg", lon=36.82, lat=-1.29)
+    page.get_by_role("tab", name="Photo: geo-aware classification").click()
+    frame = _map_frame(page, "photo-map")
+    page.set_input_files("#photo input[type=file]", str(photo))
+    page.wait_for_function(
+        "() => (document.querySelector('#photo-location textarea, #photo-location input') || {}).value",
+        timeout=30_000,
+    )
+    assert _value(page, "photo-location") == "-1.29000, 36.82000"
+    page.wait_for_function(
+        "() => document.querySelector(\"#geo-aware [data-testid='cell-4-1']\")", timeout=30_000
+    )
+    frame.wait_for_function("cspMarkerLatLng() !== null", timeout=15_000)
+    assert frame.evaluate("cspMarkerLatLng()") == pytest.approx([-1.29, 36.82], abs=1e-6)
+    assert _table_rows(page, "geo-aware") == 5 and _table_rows(page, "image-only") == 5
+    assert "cat" in _cell(page, "geo-aware", 0, 1)
+    assert "Re-ranked by the location prior" in page.locator("#classify-message").inner_text()
+    assert "Kenya" in page.locator("#classify-message").inner_text()
