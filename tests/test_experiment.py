@@ -40,6 +40,6 @@ def test_table_reports_mean_and_std_over_seeds(tmp_path):
 
 def test_finetune_budget_gives_small_fractions_more_epochs():
     options = FewShotOptions()
-    assert _finetune_epochs(options, 1_200) == 200
-    assert _finetune_epochs(options, 23_600) == 22
-    assert _finetune_epochs(options, 100_000) == 20
+    assert _finetune_epochs(options, 1_200) == 100  # 4 steps an epoch: capped
+    assert _finetune_epochs(options, 4_700) == 34  # 18 steps an epoch: 600 steps
+    assert _finetune_epochs(options, 23_600) == 20  # 92 steps an epoch: at least 20 epochs

@@ -48,9 +48,9 @@ class FewShotOptions:
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = ("sup-only", *CSP_METHODS)
     pretrain_epochs: int = 20
-    min_steps: int = 2000  # fine-tuning budget: at least this many steps ...
-    max_epochs: int = 200  # ... within this many epochs, early stopping on validation
-    patience: int = 8
+    min_steps: int = 600  # fine-tuning budget: at least this many steps ...
+    max_epochs: int = 100  # ... within this many epochs, early stopping on validation
+    patience: int = 5
     batch_size: int = 256
 
 
