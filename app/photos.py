@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from csp.exif import GpsResult, read_gps
 
@@ -84,3 +84,25 @@ def load_photo(path: str | Path, max_side: int = MAX_SIDE) -> Photo:
         raise PhotoError(f"{path.name} is truncated or corrupt and cannot be decoded ({err})") from None
     rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return Photo(image=rgb, gps=gps, original_size=original_size, format=kind)
+
+
+def save_with_gps(image: Image.Image, path: str | Path, lon: float, lat: float) -> Path:
+    """Save ``image`` as a JPEG whose EXIF GPS block holds (lon, lat) degrees (for examples,
+    the benchmark and tests: a photo as a phone would write it)."""
+
+    def dms(value: float) -> tuple[float, float, float]:
+        seconds = round(abs(value) * 3600, 4)
+        degrees, rest = divmod(seconds, 3600)
+        minutes, seconds = divmod(rest, 60)
+        return float(degrees), float(minutes), round(seconds, 4)
+
+    exif = Image.Exif()
+    exif[ExifTags.IFD.GPSInfo] = {
+        ExifTags.GPS.GPSLatitudeRef: "N" if lat >= 0 else "S",
+        ExifTags.GPS.GPSLatitude: dms(lat),
+        ExifTags.GPS.GPSLongitudeRef: "E" if lon >= 0 else "W",
+        ExifTags.GPS.GPSLongitude: dms(lon),
+    }
+    path = Path(path)
+    image.convert("RGB").save(path, format="JPEG", exif=exif, quality=90)
+    return path

@@ -154,18 +154,6 @@ def write_gps_photo(path: Path, lon: float, lat: float, size: tuple[int, int] = 
     from PIL import Image
     from skimage import data
 
-    def dms(value: float) -> tuple[float, float, float]:
-        seconds = round(abs(value) * 3600, 4)
-        degrees, rest = divmod(seconds, 3600)
-        minutes, seconds = divmod(rest, 60)
-        return float(degrees), float(minutes), round(seconds, 4)
+    from app.photos import save_with_gps
 
-    exif = Image.Exif()
-    exif[0x8825] = {
-        1: "N" if lat >= 0 else "S",
-        2: dms(lat),
-        3: "E" if lon >= 0 else "W",
-        4: dms(lon),
-    }
-    Image.fromarray(data.chelsea()).resize(size).save(path, format="JPEG", exif=exif, quality=90)
-    return path
+    return save_with_gps(Image.fromarray(data.chelsea()).resize(size), path, lon, lat)
