@@ -15,6 +15,13 @@ from app.presets import OBJECTIVES, TrainRequest, check_observations_csv
 from app.training import RunStatus, TrainingManager
 
 CURVE_COLUMNS = ["epoch", "loss"]
+
+
+def empty_curve() -> pd.DataFrame:
+    """A loss curve with no points yet (numeric columns, so the plot's axes are numeric)."""
+    return pd.DataFrame({"epoch": pd.Series(dtype="int64"), "loss": pd.Series(dtype="float64")})
+
+
 _STATE_TEXT = {
     "idle": "No training run yet.",
     "running": "Training…",
@@ -60,7 +67,7 @@ def view_of(status: RunStatus, note: str = "") -> TrainingView:
             if isinstance(r.get("epoch"), int | float) and isinstance(r.get("loss"), int | float)
         ],
         columns=CURVE_COLUMNS,
-    )
+    ).astype({"epoch": "int64", "loss": "float64"})  # numeric even when empty: a numeric plot axis
     parts = [note] if note else []
     parts.append(_STATE_TEXT[status.state])
     if status.run_dir is not None:

@@ -35,7 +35,7 @@ from app.maps import MapLayers, map_component, render_map_page
 from app.model import ModelSlot
 from app.presets import ENCODINGS, LABEL_FRACTIONS, MAX_EPOCHS, OBJECTIVES
 from app.static import REPO_ROOT, StaticAssets, register_static_paths
-from app.train_handlers import CURVE_COLUMNS, TrainingHandlers, TrainingView
+from app.train_handlers import TrainingHandlers, TrainingView, empty_curve
 from app.training import TrainingManager
 from csp.predictor import Predictor
 
@@ -359,7 +359,7 @@ def build_app(
                     label_fraction = gr.Radio(
                         list(LABEL_FRACTIONS), value=1.0, label="Label fraction (few-shot)"
                     )
-                    epochs = gr.Slider(1, MAX_EPOCHS, value=5, step=1, label="Epochs")
+                    epochs = gr.Slider(1, MAX_EPOCHS, value=5, step=1, label="Epochs", elem_id="train-epochs")
                     data = gr.Radio(
                         ["bundled species data", "uploaded CSV"], value="bundled species data", label="Data"
                     )
@@ -381,7 +381,12 @@ def build_app(
                         label="Epoch progress", js_on_load=None, elem_id="train-progress"
                     )
                     loss_curve = gr.LinePlot(
-                        _empty(CURVE_COLUMNS), x="epoch", y="loss", title="Training loss", height=260
+                        empty_curve(),
+                        x="epoch",
+                        y="loss",
+                        title="Training loss",
+                        y_axis_format=".3~f",
+                        height=260,
                     )
                     train_log = gr.Textbox(label="Trainer output", lines=8, max_lines=8, autoscroll=True)
             timer = gr.Timer(1.0, active=False)
