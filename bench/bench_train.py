@@ -16,6 +16,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import median_seconds  # noqa: E402
 
 from csp.encodings import list_encodings  # noqa: E402
 from csp.losses import CSPLossConfig, PretrainBatch, csp_loss  # noqa: E402
@@ -26,17 +29,6 @@ from train.config import PretrainConfig, load_config  # noqa: E402
 from train.pretrain import run_pretrain  # noqa: E402
 
 FLOP_PER_PAIR = 8.4e6  # CSP-MC-BLD bench configuration, forward + backward (issue #2)
-
-
-def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_encodings(batch: int, repeats: int) -> None:
