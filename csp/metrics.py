@@ -1,12 +1,14 @@
 """Batched ranking metrics and the location-prior / geo-aware evaluation.
 
-The rank of the true class is ``1 + #{k : score_k > score_true}`` (ties count in the true
-class's favour), computed by comparison, without sorting: O(N C) and on the device.
+The rank of the true class is ``#{k : score_k >= score_true}``: ties count against it (a model
+that gives every class the same score ranks the true class last, not first). Computed by
+comparison, without sorting: O(N C) and on the device.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from csp.models import LocationEncoder
@@ -15,9 +17,9 @@ DEFAULT_KS = (1, 3, 5)
 
 
 def true_class_ranks(scores: Tensor, labels: Tensor) -> Tensor:
-    """``scores (N, C)``, ``labels (N,)`` int64 -> ``(N,)`` int64 ranks, 1 = best."""
+    """``scores (N, C)``, ``labels (N,)`` int64 -> ``(N,)`` int64 ranks, 1 = best, ties last."""
     true_score = scores.gather(1, labels[:, None])
-    return (scores > true_score).sum(dim=1) + 1
+    return (scores >= true_score).sum(dim=1)
 
 
 def rank_summary(ranks: Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
@@ -65,9 +67,11 @@ def evaluate_prior(
         location_ranks.append(true_class_ranks(logits, block_labels))
         if image_probs is not None:
             probs = image_probs[start:stop]
-            combined = probs * torch.sigmoid(logits)
+            # log p(y|I) + log sigmoid(logit): the product's order, without float32 underflow
+            # (sigmoid(-110) * p is exactly 0 and would tie).
+            combined = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny)) + F.logsigmoid(logits)
             if has_location is not None:
-                combined = torch.where(has_location[start:stop, None], combined, probs)
+                combined = torch.where(has_location[start:stop, None], combined, torch.log(probs))
             image_ranks.append(true_class_ranks(probs, block_labels))
             combined_ranks.append(true_class_ranks(combined, block_labels))
     encoder.train(was_training)

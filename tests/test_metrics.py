@@ -34,3 +34,31 @@ def test_evaluate_prior_blocks_and_geo_aware_fallback():
     no_location = torch.zeros(37, dtype=torch.bool)
     fallback = evaluate_prior(encoder, lonlat, labels, probs, has_location=no_location)
     assert fallback["geo_aware"] == fallback["image"]
+
+
+def test_ties_count_against_the_true_class():
+    collapsed = torch.zeros(5, 100)
+    assert true_class_ranks(collapsed, torch.arange(5)).tolist() == [100] * 5
+
+
+def test_geo_aware_ranks_do_not_underflow_to_ties():
+    # Prior logits far below -104 make sigmoid(l) * p exactly 0 in float32.
+    class FixedLogits(torch.nn.Module):
+        training = False
+
+        def class_logits(self, lonlat):
+            logits = torch.full((lonlat.shape[0], 1000), -120.0)
+            logits[:, :3] = 5.0
+            logits[:, 500] = -110.0  # the true class: tiny but not the smallest prior
+            return logits
+
+        def eval(self):
+            return self
+
+        def train(self, mode=True):
+            return self
+
+    probs = torch.full((1, 1000), 1e-3)
+    result = evaluate_prior(FixedLogits(), torch.zeros(1, 2), torch.tensor([500]), probs)
+    assert result["geo_aware"]["top3"] == 0.0 and result["geo_aware"]["top5"] == 100.0
+    assert result["geo_aware"]["mrr"] == pytest.approx(100 / 4)  # behind the 3 likely classes
