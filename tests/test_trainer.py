@@ -140,3 +140,21 @@ def test_config_rejects_unknown_keys_and_cli_reports_errors(capsys):
     assert config.loss.simcse_weight == 0.0 and config.loss.temperature == 0.5
     assert main(["pretrain", "--preset", "csp-mc-bld"]) == 2
     assert "--features" in capsys.readouterr().err
+
+
+def test_overrides_are_converted_to_the_field_types():
+    config = load_config(
+        PretrainConfig,
+        "csp-mc-bld",
+        ["optim.lr=3e-4", "runtime.out_dir=on", "optim.epochs=1e2", "loss.symmetric=true"],
+        encoding="spherical_harmonics",
+    )
+    assert config.optim.lr == 3e-4 and config.runtime.out_dir == "on" and config.optim.epochs == 100
+    assert config.loss.symmetric is True
+    assert config.model.encoding_kwargs == {"max_degree": 10}
+    finetune = load_config(FinetuneConfig, "finetune", ["init_from=null", "pos_weight=2"])
+    assert finetune.init_from is None and finetune.pos_weight == 2.0
+    with pytest.raises(ValueError, match="not a valid int"):
+        load_config(PretrainConfig, "csp-mc-bld", ["optim.epochs=1.5"])
+    with pytest.raises(ValueError, match="no encoding preset"):
+        load_config(PretrainConfig, "csp-mc-bld", encoding="hexagons")

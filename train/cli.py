@@ -31,7 +31,9 @@ def _add_training_options(parser: argparse.ArgumentParser, default_preset: str) 
     parser.add_argument(
         "--preset", default=default_preset, help="preset name in train/configs or a YAML path"
     )
-    parser.add_argument("--encoding", help="position encoding (shortcut for model.encoding)")
+    parser.add_argument(
+        "--encoding", help="position encoding, with its settings from train/configs/encodings.yaml"
+    )
     parser.add_argument("--out", help="run directory (shortcut for runtime.out_dir)")
     parser.add_argument("--epochs", type=int, help="shortcut for optim.epochs")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
@@ -50,15 +52,12 @@ def _add_training_options(parser: argparse.ArgumentParser, default_preset: str) 
 
 def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
     pairs = {
-        "model.encoding": args.encoding,
         "runtime.out_dir": args.out,
         "optim.epochs": args.epochs,
         "runtime.device": args.device,
         "runtime.seed": args.seed,
     }
     overrides = [f"{k}={v}" for k, v in pairs.items() if v is not None]
-    if args.encoding is not None:
-        overrides.append("model.encoding_kwargs={}")  # the preset's kwargs belong to its encoding
     if args.no_progress:
         overrides.append("runtime.progress=false")
     return overrides + list(args.overrides)
@@ -71,7 +70,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     overrides = _shortcut_overrides(args)
     if args.features:
         overrides.insert(0, f"features={args.features}")
-    config = load_config(PretrainConfig, args.preset, overrides)
+    config = load_config(PretrainConfig, args.preset, overrides, encoding=args.encoding)
     if not config.features:
         raise ValueError("pretrain needs --features DIR (a feature store from `extract`)")
     result = run_pretrain(config, resume=args.resume)
@@ -90,7 +89,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         overrides.append(f"data.label_fraction={args.label_fraction}")
     if args.csv:
         overrides.append(f"data.csv={args.csv}")
-    config = load_config(FinetuneConfig, args.preset, overrides)
+    config = load_config(FinetuneConfig, args.preset, overrides, encoding=args.encoding)
     result = run_finetune(config, resume=args.resume)
     _summary("finetune", result)
     return 0

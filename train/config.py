@@ -93,6 +93,47 @@ class FinetuneConfig:
 Config = TypeVar("Config")
 
 
+class _Typed(str):
+    """A value as typed after ``--set key=``; converted by the type of the field it sets."""
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a field's type hint; parse it if it came from the command line."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None or (isinstance(value, _Typed) and value.lower() in ("null", "none", "~")):
+            return None
+        hint = next(a for a in args if a is not type(None))
+    raw = str(value) if isinstance(value, _Typed) else None
+    try:
+        if hint is str:
+            if raw is None and not isinstance(value, str):
+                raise TypeError
+            return str(value)
+        if hint is bool:
+            parsed = yaml.safe_load(raw) if raw is not None else value
+            if not isinstance(parsed, bool):
+                raise TypeError
+            return parsed
+        if hint is int:
+            number = float(raw) if raw is not None else value
+            if isinstance(number, bool) or not float(number).is_integer():
+                raise TypeError
+            return int(number)
+        if hint is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(raw if raw is not None else value)
+        if typing.get_origin(hint) is dict or hint is dict:
+            parsed = yaml.safe_load(raw) if raw is not None else value
+            if not isinstance(parsed, dict):
+                raise TypeError
+            return parsed
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {value!r} is not a valid {getattr(hint, '__name__', hint)}") from err
+    return value
+
+
 def _build(cls: type[Config], values: dict[str, Any], where: str) -> Config:
     if not isinstance(values, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
@@ -107,7 +148,7 @@ def _build(cls: type[Config], values: dict[str, Any], where: str) -> Config:
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, f"{where}.{name}")
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}")
     return cls(**kwargs)
 
 
@@ -143,18 +184,35 @@ def preset_path(name: str) -> Path:
     return path
 
 
+def encoding_preset(name: str) -> dict[str, Any]:
+    """``{"encoding": name, "encoding_kwargs": {...}}`` from ``train/configs/encodings.yaml``."""
+    presets = yaml.safe_load((CONFIG_DIR / "encodings.yaml").read_text())
+    if name not in presets:
+        raise ValueError(f"no encoding preset {name!r}; known: {sorted(presets)}")
+    return {"encoding": name, "encoding_kwargs": dict(presets[name] or {})}
+
+
 def load_config(
-    cls: type[Config], preset: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+    cls: type[Config],
+    preset: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    encoding: str | None = None,
 ) -> Config:
-    """Defaults <- preset YAML (its ``base:`` key chains presets) <- ``key.path=value`` overrides."""
-    tree: dict[str, Any] = {}
-    if preset:
-        tree = _read_preset(preset)
+    """Defaults <- preset YAML (``base:`` chains presets) <- encoding preset <- overrides.
+
+    ``encoding`` sets ``model.encoding`` and its keyword arguments from
+    ``train/configs/encodings.yaml``; ``overrides`` are ``key.path=value`` strings whose values
+    are converted to the type of the field they set.
+    """
+    tree: dict[str, Any] = _read_preset(preset) if preset else {}
+    if encoding:
+        tree = _merge(tree, {"model": encoding_preset(encoding)})
+        tree["model"]["encoding_kwargs"] = encoding_preset(encoding)["encoding_kwargs"]
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set expects key.path=value, got {item!r}")
         key, raw = item.split("=", 1)
-        _set_path(tree, key.strip(), yaml.safe_load(raw))
+        _set_path(tree, key.strip(), _Typed(raw.strip()))
     return _build(cls, tree, cls.__name__)
 
 

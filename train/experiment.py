@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +88,10 @@ def _pretrain(options: FewShotOptions, encoding: str, method: str) -> Path:
         [
             f"features={options.features}",
             f"runtime.out_dir={out}",
-            f"model.encoding={encoding}",
-            *([] if encoding == "grid" else ["model.encoding_kwargs={}"]),
             f"optim.epochs={options.pretrain_epochs}",
             "runtime.progress=false",
         ],
+        encoding=encoding,
     )
     run_pretrain(config, resume=(out / "metrics.jsonl").exists())
     return best
@@ -113,8 +112,6 @@ def _finetune(
         f"runtime.out_dir={out}",
         f"runtime.seed={seed}",
         "runtime.progress=false",
-        f"model.encoding={encoding}",
-        *([] if encoding == "grid" else ["model.encoding_kwargs={}"]),
         f"data.label_fraction={fraction}",
         f"data.label_seed={seed}",
         f"optim.batch_size={options.batch_size}",
@@ -123,8 +120,7 @@ def _finetune(
     ]
     if init_from is not None:
         overrides.append(f"init_from={init_from}")
-    config = load_config(FinetuneConfig, "finetune", overrides)
-    config = replace(config, data=replace(config.data, label_fraction=fraction, label_seed=seed))
+    config = load_config(FinetuneConfig, "finetune", overrides, encoding=encoding)
     result = run_finetune(config, resume=(out / "metrics.jsonl").exists(), splits=splits)
     model, _ = load_checkpoint(result.best_dir)
     test = torch.from_numpy(splits.test)
