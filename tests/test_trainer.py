@@ -158,3 +158,24 @@ def test_overrides_are_converted_to_the_field_types():
         load_config(PretrainConfig, "csp-mc-bld", ["optim.epochs=1.5"])
     with pytest.raises(ValueError, match="no encoding preset"):
         load_config(PretrainConfig, "csp-mc-bld", encoding="hexagons")
+
+
+def test_resuming_an_early_stopped_run_trains_no_further(tmp_path):
+    csv_path = write_species_csv(tmp_path / "species.csv")
+    overrides = [
+        *SMALL_MODEL,
+        f"runtime.out_dir={tmp_path / 'ft'}",
+        f"data.csv={csv_path}",
+        "data.clean=false",
+        "optim.epochs=40",
+        "optim.batch_size=64",
+        "optim.lr=0.0",
+        "optim.patience=2",
+    ]
+    config = load_config(FinetuneConfig, "sup-only", overrides)
+    first = run_finetune(config)
+    assert len(first.history) == 3  # lr 0: no improvement after the first epoch
+    again = run_finetune(config, resume=True)
+    assert again.history == []
+    lines = (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]

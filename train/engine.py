@@ -125,12 +125,18 @@ class RunDirectory:
         return self._writer
 
     def truncate_log(self, epochs_done: int) -> None:
-        """Drop log lines of epochs after the resumed checkpoint (they will be redone)."""
+        """Drop log lines of epochs after the resumed checkpoint (they will be redone), and a
+        line torn by a crash mid-write."""
         if not self.metrics.exists():
             return
-        lines = [ln for ln in self.metrics.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= epochs_done]
-        self.metrics.write_text("".join(ln + "\n" for ln in kept))
+        kept = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                if json.loads(line).get("epoch", 0) <= epochs_done:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue
+        self.metrics.write_text("".join(line + "\n" for line in kept))
 
     def prune(self) -> None:
         """Remove epoch directories no link points to."""
@@ -163,15 +169,16 @@ def fit(
         run.prepare(config, resume)
     session.barrier()
     model = task.model.to(device)
-    optimizer = _make_optimizer(model, optim)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=optim.lr_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, runtime.amp))
-    negatives = torch.Generator(device=device).manual_seed(runtime.seed + 17)
-    state = {"epoch": 0, "best_score": -math.inf, "stale": 0}
+    training = TrainingState(model, optim, runtime, device)
     if resume and run.last.exists():
-        state = _restore(run.last, model, optimizer, schedule, negatives, device)
-        if session.is_main:
-            run.truncate_log(state["epoch"])
+        training.restore(run.last)
+    if resume and session.is_main:
+        run.truncate_log(training.epoch)
+    if session.enabled:
+        # Every process was seeded alike (identical initial weights); give each its own
+        # dropout stream so the SimCSE views of the global batch are independent.
+        torch.manual_seed(runtime.seed * 7919 + training.epoch * 104729 + session.rank)
+    state = training.counters
     objective: nn.Module = task.objective
     if session.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
@@ -189,6 +196,8 @@ def fit(
     show = runtime.progress and session.is_main
     epochs_bar = tqdm(total=optim.epochs, initial=state["epoch"], desc="epochs", disable=not show)
     for epoch in range(state["epoch"], optim.epochs):
+        if optim.patience and state["stale"] >= optim.patience:
+            break  # an early-stopped run that is resumed stays stopped
         if session.is_main:
             run.set_status("running", epoch, optim.epochs)
         started = time.perf_counter()
@@ -200,28 +209,26 @@ def fit(
         for indices in sampler.epoch(epoch):
             random_lonlat = sample_sphere(
                 (optim.batch_size, max(task.num_random_locations, 1)),
-                generator=negatives,
+                generator=training.negatives,
                 device=device,
             )[session.rank * local : (session.rank + 1) * local]
             with autocast(device, runtime.amp):
                 loss, terms = objective(indices, random_lonlat)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            training.step(loss)
             loss_sum += loss.detach()
             for name, value in terms.items():
                 term_sums[name] = term_sums.get(name, 0) + value
             steps += 1
             steps_bar.update()
         steps_bar.close()
-        schedule.step()
+        lr = training.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
+        training.schedule.step()
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": (epoch + 1) * len(sampler),
             "loss": float(session.mean(loss_sum / max(steps, 1))),
             **{k: float(session.mean(v / max(steps, 1))) for k, v in term_sums.items()},
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": lr,
         }
         train_seconds = time.perf_counter() - started
         record |= {"seconds": train_seconds, "pairs_per_second": steps * optim.batch_size / train_seconds}
@@ -238,16 +245,15 @@ def fit(
             run.log(record)
             last_epoch = epoch + 1 == optim.epochs
             if improved or last_epoch or (epoch + 1) % runtime.checkpoint_every == 0:
-                _save(run, task, model, optimizer, schedule, negatives, state, record, improved)
+                _save(run, task, training, record, improved)
         epochs_bar.update()
         epochs_bar.set_postfix(loss=f"{record['loss']:.4f}", score=f"{validation['score']:.3f}")
         session.barrier()
-        if optim.patience and state["stale"] >= optim.patience:
-            break
     epochs_bar.close()
     if session.is_main:
         if not run.last.exists() or _epoch_of(run.last) < state["epoch"]:
-            _save(run, task, model, optimizer, schedule, negatives, state, history[-1], False)
+            record = history[-1] if history else {"epoch": state["epoch"]}
+            _save(run, task, training, record, False)
         run.set_status("finished", state["epoch"], optim.epochs, best_score=state["best_score"])
     session.barrier()
     best_meta = json.loads((run.best / "model.json").read_text()) if run.best.exists() else {}
@@ -273,31 +279,65 @@ def _epoch_of(checkpoint: Path) -> int:
     return int(torch.load(checkpoint / TRAIN_STATE, weights_only=True)["epoch"])
 
 
+class TrainingState:
+    """Optimizer, schedule, loss scaler, RNG streams and counters: what a resume restores."""
+
+    def __init__(
+        self, model: nn.Module, optim: OptimConfig, runtime: RuntimeConfig, device: torch.device
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.optimizer = _make_optimizer(model, optim)
+        self.schedule = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=optim.lr_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, runtime.amp))
+        self.negatives = torch.Generator(device=device).manual_seed(runtime.seed + 17)
+        self.counters: dict[str, Any] = {"epoch": 0, "best_score": -math.inf, "stale": 0}
+
+    @property
+    def epoch(self) -> int:
+        return self.counters["epoch"]
+
+    def step(self, loss: Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **self.counters,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "negatives_rng": self.negatives.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def restore(self, checkpoint: Path) -> None:
+        """Load model weights and this state from a checkpoint written by :func:`_save`."""
+        loaded, _ = load_checkpoint(checkpoint, map_location=self.device)
+        self.model.load_state_dict(loaded.state_dict())
+        saved = torch.load(checkpoint / TRAIN_STATE, map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        if saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        self.negatives.set_state(saved["negatives_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        self.counters = {k: saved[k] for k in ("epoch", "best_score", "stale")}
+
+
 def _save(
-    run: RunDirectory,
-    task: Task,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-    negatives: torch.Generator,
-    state: dict[str, Any],
-    record: dict[str, Any],
-    improved: bool,
+    run: RunDirectory, task: Task, training: TrainingState, record: dict[str, Any], improved: bool
 ) -> None:
-    train_state = {
-        "epoch": state["epoch"],
-        "best_score": state["best_score"],
-        "stale": state["stale"],
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "negatives_rng": negatives.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    directory = run.checkpoints / f"epoch-{state['epoch']:04d}"
+    train_state = training.state_dict()
+    directory = run.checkpoints / f"epoch-{training.epoch:04d}"
     save_checkpoint(
         directory,
-        model,
+        training.model,
         task.checkpoint_meta(record),
         extra_files={TRAIN_STATE: lambda path: torch.save(train_state, path)},
     )
@@ -305,23 +345,3 @@ def _save(
     if improved:
         point_link(run.best, directory)
     run.prune()
-
-
-def _restore(
-    checkpoint: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-    negatives: torch.Generator,
-    device: torch.device,
-) -> dict[str, Any]:
-    loaded, _ = load_checkpoint(checkpoint, map_location=device)
-    model.load_state_dict(loaded.state_dict())
-    saved = torch.load(checkpoint / TRAIN_STATE, map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
-    schedule.load_state_dict(saved["schedule"])
-    negatives.set_state(saved["negatives_rng"])
-    torch.set_rng_state(saved["torch_rng"])
-    if saved["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    return {"epoch": saved["epoch"], "best_score": saved["best_score"], "stale": saved["stale"]}

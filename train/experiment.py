@@ -135,7 +135,7 @@ def _finetune(
         "top1": round(metrics["top1"], 3),
         "top5": round(metrics["top5"], 3),
         "mrr": round(metrics["mrr"], 3),
-        "epochs": len(result.history),
+        "epochs": len((out / "metrics.jsonl").read_text().splitlines()),
         "train_points": train_points,
     }
 
