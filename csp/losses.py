@@ -13,8 +13,8 @@ locations per sample):
   image, its own location against K locations drawn uniformly on the sphere.
 * **D** (SimCSE): two dropout views ``loc^1, loc^2`` of the same locations;
   ``L_D = CE(<loc^1_i, loc^2_j> / tau_D, diag)``.
-* **NCE**: the binary logistic version: ``-log sig(s_ii) - mean_j!=i log sig(-s_ij)`` (plus the
-  same over the random locations), averaged over the batch.
+* **NCE**: the binary logistic version of each term: ``-log sig(s_ii) - mean_j!=i log sig(-s_ij)``
+  for B and D, ``-log sig(s_ii) - mean_k log sig(-s_ik')`` for L, averaged over the batch.
 * **MSE**: ``|| dec(e(x)) - f(I) ||^2`` averaged over batch and features.
 
 ``total = w_B L_B + w_L L_L + w_D L_D`` (MC), with each weight 0 switching a term off.
@@ -57,7 +57,10 @@ class CSPLossConfig:
 
     ``objective``: ``mc`` (InfoNCE), ``nce`` (binary logistic) or ``mse``.
     ``num_random_locations``: K negatives per sample for the L term (0: off).
-    ``normalize``: L2-normalise both embeddings before the dot product (cosine similarity).
+    ``temperature`` (B term), ``random_location_temperature`` (L term; None: same as B) and
+    ``simcse_temperature`` (D term) divide the logits of their term.
+    ``normalize``: L2-normalise the embeddings before the dot products (cosine similarity, as
+    the CSP reference code does). Off by default: raw dot products with temperature 1.
     """
 
     objective: str = "mc"
@@ -66,6 +69,7 @@ class CSPLossConfig:
     num_random_locations: int = 1
     simcse_weight: float = 1.0
     temperature: float = 1.0
+    random_location_temperature: float | None = None
     simcse_temperature: float = 1.0
     symmetric: bool = False
     normalize: bool = False
@@ -73,7 +77,8 @@ class CSPLossConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
-        if self.temperature <= 0 or self.simcse_temperature <= 0:
+        temperatures = (self.temperature, self.simcse_temperature, self.random_location_temperature)
+        if any(t is not None and t <= 0 for t in temperatures):
             raise ValueError("temperatures must be positive")
         if self.num_random_locations < 0:
             raise ValueError("num_random_locations must be >= 0")
@@ -125,6 +130,17 @@ def binary_nce(positive: Tensor, negatives: Tensor) -> Tensor:
     return (-F.logsigmoid(positive) - F.logsigmoid(-negatives).mean(dim=1)).mean()
 
 
+def in_batch_binary_nce(queries: Tensor, keys: Tensor, temperature: float) -> Tensor:
+    """:func:`binary_nce` with the diagonal of ``queries @ keys.T / tau`` as positives and the
+    off-diagonal entries of each row as negatives; ``(N, E)`` each. No boolean indexing, so no
+    host synchronisation on a GPU."""
+    logits = queries @ keys.T / temperature
+    n = logits.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=logits.device)
+    negative_term = F.logsigmoid(-logits).masked_fill(eye, 0.0).sum(dim=1) / max(n - 1, 1)
+    return (-F.logsigmoid(logits.diagonal()) - negative_term).mean()
+
+
 def _maybe_normalize(x: Tensor, normalize: bool) -> Tensor:
     return F.normalize(x, dim=-1) if normalize else x
 
@@ -173,34 +189,29 @@ def csp_loss(
     view = encoded[size : 2 * size] if config.uses_simcse else None
     img = _maybe_normalize(model.encode_images(batch.image_features), config.normalize)
     tau = config.temperature
-    positive = (loc * img).sum(-1) / tau
+    tau_random = config.random_location_temperature or tau
+    positive = (loc * img).sum(-1) / tau_random
     negatives = None
     if config.uses_random_locations:
         neg_loc = encoded[size * len(parts[:-1]) :].view(size, -1, loc.shape[-1])
-        negatives = torch.einsum("bke,be->bk", neg_loc, img) / tau
+        negatives = torch.einsum("bke,be->bk", neg_loc, img) / tau_random
 
+    # MC uses softmax (InfoNCE) terms, NCE their binary logistic counterparts.
+    contrast = info_nce if config.objective == "mc" else in_batch_binary_nce
+    against_random = random_location_loss if config.objective == "mc" else binary_nce
     total = loc.new_zeros(())
-    global_loc, global_img = gather(loc), gather(img)
-    if config.objective == "mc":
-        if config.in_batch_weight > 0:
-            terms["in_batch"] = info_nce(global_loc, global_img, tau, config.symmetric)
-            total = total + config.in_batch_weight * terms["in_batch"]
-        if negatives is not None:
-            terms["random_location"] = random_location_loss(positive, negatives)
-            total = total + config.random_location_weight * terms["random_location"]
-    else:  # nce
-        logits = global_loc @ global_img.T / tau
-        off_diagonal = ~torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
-        in_batch_neg = logits[off_diagonal].view(logits.shape[0], -1)
-        if config.in_batch_weight > 0:
-            terms["in_batch"] = binary_nce(logits.diagonal(), in_batch_neg)
-            total = total + config.in_batch_weight * terms["in_batch"]
-        if negatives is not None:
-            terms["random_location"] = binary_nce(positive, negatives)
-            total = total + config.random_location_weight * terms["random_location"]
-
+    global_loc = gather(loc)
+    if config.in_batch_weight > 0:
+        if config.objective == "mc":
+            terms["in_batch"] = info_nce(global_loc, gather(img), tau, config.symmetric)
+        else:
+            terms["in_batch"] = contrast(global_loc, gather(img), tau)
+        total = total + config.in_batch_weight * terms["in_batch"]
+    if negatives is not None:
+        terms["random_location"] = against_random(positive, negatives)
+        total = total + config.random_location_weight * terms["random_location"]
     if view is not None:
-        terms["simcse"] = info_nce(global_loc, gather(view), config.simcse_temperature)
+        terms["simcse"] = contrast(global_loc, gather(view), config.simcse_temperature)
         total = total + config.simcse_weight * terms["simcse"]
     return total, {name: value.detach() for name, value in terms.items()}
 

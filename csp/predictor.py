@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from csp.checkpoint import CheckpointError, load_checkpoint
@@ -79,6 +80,7 @@ class Predictor:
         image_encoder: frozen :class:`csp.image_encoder.ImageEncoder`, optional.
         species_link: ``{image class index: prior class index}``.
         expert_range_species: classes whose prior rests partly on expert-range pseudo-presences.
+        cosine_similarity: the CSP model was trained on cosine similarities (``normalize``).
         device: where the models run.
     """
 
@@ -91,6 +93,7 @@ class Predictor:
         image_encoder: torch.nn.Module | None = None,
         species_link: dict[int, int] | None = None,
         expert_range_species: set[str] | None = None,
+        cosine_similarity: bool = False,
         device: str | torch.device = "cpu",
     ) -> None:
         if prior_model.class_emb is None or prior_model.num_classes != len(class_names):
@@ -106,6 +109,7 @@ class Predictor:
         self.image_encoder = image_encoder
         self.species_link = dict(species_link or {})
         self.expert_range_species = set(expert_range_species or ())
+        self.cosine_similarity = cosine_similarity
         self._grid_embeddings = lru_cache(maxsize=4)(self._grid_embeddings_uncached)
 
     # --- construction ---------------------------------------------------------------------
@@ -123,12 +127,14 @@ class Predictor:
         if not isinstance(prior_model, LocationEncoder):
             raise CheckpointError(f"{directory / PRIOR_DIR} is not a location prior checkpoint")
         csp_model = None
+        cosine = False
         image_encoder_name = meta.image_encoder
         if (directory / CSP_DIR).is_dir():
             loaded, csp_meta = load_checkpoint(directory / CSP_DIR, map_location=device)
             if isinstance(loaded, LocationImageEncoder) and loaded.image_projection is not None:
                 csp_model = loaded
                 image_encoder_name = csp_meta.image_encoder or image_encoder_name
+                cosine = bool(csp_meta.train.get("config", {}).get("loss", {}).get("normalize"))
         image_encoder = None
         species_link: dict[int, int] = {}
         if load_image_encoder and image_encoder_name:
@@ -146,6 +152,7 @@ class Predictor:
             image_encoder=image_encoder,
             species_link=species_link,
             expert_range_species=set(meta.train.get("expert_range_species", [])),
+            cosine_similarity=cosine,
             device=device,
         )
 
@@ -255,6 +262,8 @@ class Predictor:
         features, _ = encoder.encode([image.convert("RGB")])
         query = self.csp_model.encode_images(features.to(self.device).float())[0]
         embeddings = self._grid_embeddings(float(step_deg), CSP_DIR)
+        if self.cosine_similarity:
+            query, embeddings = F.normalize(query, dim=-1), F.normalize(embeddings, dim=-1)
         logits = embeddings @ query
         height = round(180 / step_deg)
         # Weight each cell by its area (cos lat) so the map is a distribution over the sphere.

@@ -11,6 +11,7 @@ from csp.losses import (
     PretrainBatch,
     binary_nce,
     csp_loss,
+    in_batch_binary_nce,
     info_nce,
     presence_only_loss,
     random_location_loss,
@@ -136,3 +137,27 @@ def test_simcse_views_differ_in_train_mode_and_coincide_in_eval():
     assert not torch.allclose(model.encode_locations(lonlat), model.encode_locations(lonlat))
     model.eval()
     assert torch.equal(model.encode_locations(lonlat), model.encode_locations(lonlat))
+
+
+def test_in_batch_binary_nce_equals_binary_nce_on_the_off_diagonal():
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    logits = q @ k.T / 0.5
+    off = logits[~torch.eye(5, dtype=torch.bool)].view(5, 4)
+    expected = binary_nce(logits.diagonal(), off)
+    assert in_batch_binary_nce(q, k, 0.5).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_nce_objective_uses_binary_terms_and_its_own_random_temperature():
+    torch.manual_seed(0)
+    model = _model("nce").eval()
+    batch = _batch()
+    negatives = torch.zeros(6, 1, 2)
+    config = CSPLossConfig(objective="nce", random_location_temperature=0.5)
+    _, terms = csp_loss(model, batch, config, negatives)
+    loc = model.encode_locations(batch.lonlat)
+    img = model.encode_images(batch.image_features)
+    assert terms["simcse"].item() == pytest.approx(in_batch_binary_nce(loc, loc, 1.0).item(), rel=1e-5)
+    neg = model.encode_locations(negatives.view(-1, 2)) @ img.T
+    random = binary_nce((loc * img).sum(-1) / 0.5, neg.diagonal()[:, None] / 0.5)
+    assert terms["random_location"].item() == pytest.approx(random.item(), rel=1e-5)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from csp.checkpoint import CheckpointMeta, describe_model
@@ -50,16 +51,21 @@ class CSPObjective(nn.Module):
 
 
 @torch.inference_mode()
-def retrieval_metrics(model: LocationImageEncoder, lonlat: Tensor, features: Tensor) -> dict[str, float]:
+def retrieval_metrics(
+    model: LocationImageEncoder, lonlat: Tensor, features: Tensor, normalize: bool = False
+) -> dict[str, float]:
     """Image -> location retrieval among held-out pairs: rank of each image's own location.
 
-    For ``mse`` the decoded location embeddings are compared with the image features instead.
+    Scores are the training objective's similarities (cosine if ``normalize``); for ``mse``
+    the decoded location embeddings are compared with the image features instead.
     """
     was_training = model.training
     model.eval()
     locations = model.encode_locations(lonlat)
     if model.objective == "mse":
         scores = -torch.cdist(features, model.decode_locations(locations))
+    elif normalize:
+        scores = F.normalize(model.encode_images(features), dim=-1) @ F.normalize(locations, dim=-1).T
     else:
         scores = model.encode_images(features) @ locations.T
     model.train(was_training)
@@ -96,7 +102,9 @@ class PretrainTask:
     def validate(self) -> dict[str, float]:
         if len(self.val_lonlat) == 0:
             return {"score": 0.0}
-        metrics = retrieval_metrics(self.model, self.val_lonlat, self.val_features)
+        metrics = retrieval_metrics(
+            self.model, self.val_lonlat, self.val_features, self.config.loss.normalize
+        )
         return {"score": metrics["mrr"], **{f"retrieval_{k}": v for k, v in metrics.items()}}
 
     def checkpoint_meta(self, metrics: dict[str, Any]) -> CheckpointMeta:
