@@ -68,11 +68,14 @@ class LandMask:
         return moved
 
     def contains(self, lonlat: Tensor) -> Tensor:
-        """``(..., 2)`` degrees -> ``(...)`` bool: whether each point's cell is land."""
+        """``(..., 2)`` degrees -> ``(...)`` bool: whether each point's cell is land.
+
+        ``lonlat`` must be on the mask's device (see :meth:`to`).
+        """
         height, width = self.mask.shape
         row = ((90.0 - lonlat[..., 1]) / self.step_deg).long().clamp(0, height - 1)
         col = ((lonlat[..., 0] + 180.0) / self.step_deg).long().clamp(0, width - 1)
-        return self.mask.to(lonlat.device)[row, col]
+        return self.mask[row, col]
 
     def sample(
         self,
@@ -80,7 +83,10 @@ class LandMask:
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        """``(n, 2)`` points uniform by area over land (rejection from :func:`sample_sphere`)."""
+        """``(n, 2)`` points uniform by area over land (rejection from :func:`sample_sphere`).
+
+        ``generator`` and ``device`` must match the mask's device (see :meth:`to`).
+        """
         land_fraction = self._area_fraction()
         chunks: list[Tensor] = []
         have = 0
@@ -105,8 +111,7 @@ class BatchIndexSampler:
     Each epoch is one seeded permutation of ``range(n)`` cut into global batches of
     ``batch_size``; process ``rank`` of ``world_size`` takes the ``rank``-th contiguous slice of
     every global batch, so the union over processes is exactly the single-process batch.
-    The last incomplete global batch is dropped when ``drop_last`` (needed for contrastive
-    losses, which want equal batches).
+    The last incomplete global batch is dropped: contrastive losses and DDP want equal batches.
     """
 
     def __init__(
@@ -116,20 +121,18 @@ class BatchIndexSampler:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        drop_last: bool = True,
         device: torch.device | str = "cpu",
     ) -> None:
         if batch_size % world_size:
             raise ValueError(f"batch_size {batch_size} not divisible by world_size {world_size}")
-        if n < batch_size and drop_last:
+        if n < batch_size:
             raise ValueError(f"only {n} items for a batch of {batch_size}")
         self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
 
     def __len__(self) -> int:
-        full = self.n // self.batch_size
-        return full if self.drop_last or self.n % self.batch_size == 0 else full + 1
+        return self.n // self.batch_size
 
     def epoch(self, epoch: int) -> Iterator[Tensor]:
         """Index tensors (int64, on the device) for this process, for one epoch."""
@@ -138,5 +141,4 @@ class BatchIndexSampler:
         local = self.batch_size // self.world_size
         for b in range(len(self)):
             batch = order[b * self.batch_size : (b + 1) * self.batch_size]
-            per_rank = math.ceil(batch.shape[0] / self.world_size) if not self.drop_last else local
-            yield batch[self.rank * per_rank : (self.rank + 1) * per_rank]
+            yield batch[self.rank * local : (self.rank + 1) * local]

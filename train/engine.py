@@ -139,10 +139,11 @@ class RunDirectory:
         self.metrics.write_text("".join(line + "\n" for line in kept))
 
     def prune(self) -> None:
-        """Remove epoch directories no link points to."""
+        """Remove epoch directories no link points to, and staging directories left behind by a
+        process killed while writing a checkpoint (one writer per run, so none is live here)."""
         keep = {p.resolve() for p in (self.last, self.best) if p.exists()}
-        for path in self.checkpoints.glob("epoch-*"):
-            if path.resolve() not in keep:
+        for path in [*self.checkpoints.glob("epoch-*"), *self.checkpoints.glob(".epoch-*")]:
+            if path.resolve() not in keep and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
 
 
