@@ -33,6 +33,7 @@ from csp.chips import ChipLoader, EquirectangularImage
 from csp.cleaning import load_countries, load_native_ranges, native_country_codes, sample_pseudo_presences
 from csp.datasets import GeoRecords, read_csv
 from csp.features import ImageRecord, extract_features, merge_shards
+from csp.geo import haversine_km
 from csp.image_encoder import create_image_encoder
 from csp.metrics import evaluate_prior
 from csp.samplers import sample_sphere
@@ -46,12 +47,23 @@ from train.config import (
 )
 from train.data import SpeciesSplits, load_species
 from train.finetune import run_finetune
-from train.pretrain import run_pretrain
+from train.pretrain import load_pairs, run_pretrain
 from train.runtime import select_device
 
 BLUE_MARBLE = "assets/basemap/blue_marble_5400x2700.jpg"
 PHOTO_LOCATIONS = "assets/data/mp16_photo_coordinates_100k.csv"
 PSEUDO_PREFIX = "pseudo-presence:"
+HELD_OUT_RADIUS_KM = 1.0  # pre-training pairs this close to a val/test observation are left out
+
+
+def far_from(points: np.ndarray, others: np.ndarray, km: float, chunk: int = 2048) -> np.ndarray:
+    """``(N,)`` bool: which of ``points (N, 2)`` lie more than ``km`` from every ``others (M, 2)``
+    (degrees, great-circle distance)."""
+    keep = np.ones(len(points), dtype=bool)
+    for start in range(0, len(points), chunk):
+        block = points[start : start + chunk]
+        keep[start : start + chunk] = haversine_km(block[:, None, :], others[None, :, :]).min(axis=1) > km
+    return keep
 
 
 @dataclass
@@ -74,13 +86,19 @@ class BuildPlan:
     pretrain_epochs: int = 30
     pretrain_batch: int = 1024
     finetune_epochs: int = 40
+    finetune_batch: int = 256
     min_wild_points: int = 5  # linked species with fewer get pseudo-presences up to this many
 
     @classmethod
     def for_options(cls, options: BuildOptions) -> BuildPlan:
         if options.quick:
             return cls(
-                photo_points=600, sphere_points=200, pretrain_epochs=2, pretrain_batch=256, finetune_epochs=2
+                photo_points=600,
+                sphere_points=200,
+                pretrain_epochs=2,
+                pretrain_batch=256,
+                finetune_epochs=1,
+                finetune_batch=2048,
             )
         return cls()
 
@@ -170,7 +188,9 @@ def build_default(options: BuildOptions) -> str:
     merge_shards(features_dir)
     timings["features"] = time.perf_counter() - started
 
-    # 2. CSP-MC-BLD pre-training (no labels).
+    # 2. CSP-MC-BLD pre-training (no labels), on pairs away from held-out observations.
+    data = DataConfig(split_seed=options.seed)
+    splits = load_species(data)
     runtime = [
         f"runtime.seed={options.seed}",
         f"runtime.device={options.device}",
@@ -187,12 +207,17 @@ def build_default(options: BuildOptions) -> str:
             *runtime,
         ],
     )
-    pretrained = run_pretrain(pretrain_config, resume=(work / "pretrain" / "metrics.jsonl").exists())
+    lonlat, features = load_pairs(pretrain_config)
+    held_out = splits.records.lonlat[np.concatenate([splits.val, splits.test])]
+    keep = far_from(lonlat.numpy(), held_out, HELD_OUT_RADIUS_KM)
+    pretrained = run_pretrain(
+        pretrain_config,
+        resume=(work / "pretrain" / "metrics.jsonl").exists(),
+        pairs=(lonlat[keep], features[keep]),
+    )
     timings["pretrain"] = time.perf_counter() - started - sum(timings.values())
 
     # 3. Fine-tuning on cleaned observations (+ marked pseudo-presences for linked species).
-    data = DataConfig(split_seed=options.seed)
-    splits = load_species(data)
     augmented, pseudo = add_pseudo_presences(splits, plan.min_wild_points, options.seed, _linked_species())
     finetune_config = load_config(
         FinetuneConfig,
@@ -201,6 +226,7 @@ def build_default(options: BuildOptions) -> str:
             f"init_from={pretrained.best_dir}",
             f"runtime.out_dir={work / 'finetune'}",
             f"optim.epochs={plan.finetune_epochs}",
+            f"optim.batch_size={plan.finetune_batch}",
             *runtime,
         ],
     )
@@ -227,6 +253,7 @@ def build_default(options: BuildOptions) -> str:
         "seed": options.seed,
         "device": str(device),
         "data": splits.summary(),
+        "pairs_near_held_out": int((~keep).sum()),
         "pseudo_presences": pseudo,
         "pretrain": {
             k.removeprefix("val_retrieval_"): v
@@ -259,6 +286,8 @@ def render_report(report: dict[str, Any]) -> str:
         f"- {plan['photo_points']:,} MP-16 photo locations + {plan['sphere_points']:,} points uniform on "
         f"the sphere; Blue Marble chips of {plan['chip_size_deg']} deg at {plan['chip_px']} px, "
         "frozen `tf_efficientnet_lite0` features.",
+        f"- {report['pairs_near_held_out']:,} pairs within {HELD_OUT_RADIUS_KM:g} km of a validation or test "
+        "observation were left out of pre-training (MP-16 and the species photos are both Flickr).",
         f"- CSP-MC-BLD, {plan['pretrain_epochs']} epochs. Held-out image -> location retrieval: "
         + ", ".join(f"{k} {v:.1f}%" for k, v in report["pretrain"].items()),
         "",
@@ -267,6 +296,8 @@ def render_report(report: dict[str, Any]) -> str:
         f"dropped by rule (a record may count twice): zoo {data.get('dropped_zoo', 0):,}, "
         f"range outlier {data.get('dropped_range_outlier', 0):,}, "
         f"expert range {data.get('dropped_expert_range', 0):,}.",
+        "- The cleaning rules run on all observations before the split, so isolated test points "
+        "are dropped like any other (this makes the test set somewhat easier for every method).",
         f"- Split by observation, stratified by species, seed {report['seed']}: train {data['train']:,}, "
         f"validation {data['val']:,}, test {data['test']:,}.",
         f"- Pseudo-presences (expert native range, training split only) for {len(pseudo)} ImageNet-linked "
