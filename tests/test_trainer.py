@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -179,3 +180,13 @@ def test_resuming_an_early_stopped_run_trains_no_further(tmp_path):
     assert again.history == []
     lines = (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_far_from_uses_great_circle_kilometres():
+    from train.data import far_from
+
+    points = np.array([[0.0, 0.0], [10.0, 10.0], [179.999, 0.0], [0.0, 89.9]])
+    others = np.array([[0.005, 0.0], [-179.999, 0.0], [120.0, 89.9]])
+    # 0.005 deg of longitude at the equator is 0.56 km; across the antimeridian 0.22 km; near the
+    # pole 120 deg of longitude at 89.9 deg N is about 19 km.
+    assert far_from(points, others, 1.0).tolist() == [False, True, False, True]

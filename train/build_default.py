@@ -33,7 +33,6 @@ from csp.chips import ChipLoader, EquirectangularImage
 from csp.cleaning import load_countries, load_native_ranges, native_country_codes, sample_pseudo_presences
 from csp.datasets import GeoRecords, read_csv
 from csp.features import ImageRecord, extract_features, merge_shards
-from csp.geo import haversine_km
 from csp.image_encoder import create_image_encoder
 from csp.metrics import evaluate_prior
 from csp.samplers import sample_sphere
@@ -45,25 +44,14 @@ from train.config import (
     PretrainConfig,
     load_config,
 )
-from train.data import SpeciesSplits, load_species
+from train.data import HELD_OUT_RADIUS_KM, SpeciesSplits, load_species, pairs_away_from_held_out
 from train.finetune import run_finetune
-from train.pretrain import load_pairs, run_pretrain
+from train.pretrain import run_pretrain
 from train.runtime import select_device
 
 BLUE_MARBLE = "assets/basemap/blue_marble_5400x2700.jpg"
 PHOTO_LOCATIONS = "assets/data/mp16_photo_coordinates_100k.csv"
 PSEUDO_PREFIX = "pseudo-presence:"
-HELD_OUT_RADIUS_KM = 1.0  # pre-training pairs this close to a val/test observation are left out
-
-
-def far_from(points: np.ndarray, others: np.ndarray, km: float, chunk: int = 2048) -> np.ndarray:
-    """``(N,)`` bool: which of ``points (N, 2)`` lie more than ``km`` from every ``others (M, 2)``
-    (degrees, great-circle distance)."""
-    keep = np.ones(len(points), dtype=bool)
-    for start in range(0, len(points), chunk):
-        block = points[start : start + chunk]
-        keep[start : start + chunk] = haversine_km(block[:, None, :], others[None, :, :]).min(axis=1) > km
-    return keep
 
 
 @dataclass
@@ -207,13 +195,9 @@ def build_default(options: BuildOptions) -> str:
             *runtime,
         ],
     )
-    lonlat, features = load_pairs(pretrain_config)
-    held_out = splits.records.lonlat[np.concatenate([splits.val, splits.test])]
-    keep = far_from(lonlat.numpy(), held_out, HELD_OUT_RADIUS_KM)
+    lonlat, features, left_out = pairs_away_from_held_out(pretrain_config, splits)
     pretrained = run_pretrain(
-        pretrain_config,
-        resume=(work / "pretrain" / "metrics.jsonl").exists(),
-        pairs=(lonlat[keep], features[keep]),
+        pretrain_config, resume=(work / "pretrain" / "metrics.jsonl").exists(), pairs=(lonlat, features)
     )
     timings["pretrain"] = time.perf_counter() - started - sum(timings.values())
 
@@ -253,7 +237,7 @@ def build_default(options: BuildOptions) -> str:
         "seed": options.seed,
         "device": str(device),
         "data": splits.summary(),
-        "pairs_near_held_out": int((~keep).sum()),
+        "pairs_near_held_out": left_out,
         "pseudo_presences": pseudo,
         "pretrain": {
             k.removeprefix("val_retrieval_"): v

@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from csp.datasets import GeoRecords, read_csv
-from train.config import DataConfig
+from csp.features import FeatureStore
+from csp.geo import haversine_km
+from train.config import DataConfig, PretrainConfig
+
+HELD_OUT_RADIUS_KM = 1.0  # pre-training pairs this close to a val/test observation are left out
 
 
 @dataclass
@@ -130,3 +135,37 @@ def _compact_classes(records: GeoRecords) -> GeoRecords:
         dates=records.dates,
         dropped=records.dropped,
     )
+
+
+def far_from(points: np.ndarray, others: np.ndarray, km: float, chunk: int = 2048) -> np.ndarray:
+    """``(N,)`` bool: which of ``points (N, 2)`` lie more than ``km`` from every one of
+    ``others (M, 2)`` (degrees; great-circle distance)."""
+    keep = np.ones(len(points), dtype=bool)
+    for start in range(0, len(points), chunk):
+        block = points[start : start + chunk]
+        keep[start : start + chunk] = haversine_km(block[:, None, :], others[None, :, :]).min(axis=1) > km
+    return keep
+
+
+def load_pairs(config: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Locations ``(N, 2)`` and frozen image features ``(N, F)`` from the config's feature store."""
+    store = FeatureStore.open(config.features)
+    encoder_name = store.manifest.get("encoder")
+    if encoder_name and encoder_name != config.image_encoder:
+        raise ValueError(
+            f"{config.features} holds {encoder_name} features, but the config names {config.image_encoder}"
+        )
+    features, lonlat = store.to_tensors()
+    return lonlat, features
+
+
+def pairs_away_from_held_out(
+    config: PretrainConfig, splits: SpeciesSplits
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Pre-training pairs minus those within ``HELD_OUT_RADIUS_KM`` of a validation or test
+    observation (photo-location sets and species photos can share places); also returns how
+    many were left out."""
+    lonlat, features = load_pairs(config)
+    held_out = splits.records.lonlat[np.concatenate([splits.val, splits.test])]
+    keep = torch.from_numpy(far_from(lonlat.numpy(), held_out, HELD_OUT_RADIUS_KM))
+    return lonlat[keep], features[keep], int((~keep).sum())

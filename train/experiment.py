@@ -24,7 +24,7 @@ import torch
 from csp.checkpoint import load_checkpoint
 from csp.metrics import evaluate_prior
 from train.config import DataConfig, FinetuneConfig, PretrainConfig, load_config
-from train.data import SpeciesSplits, load_species
+from train.data import SpeciesSplits, load_species, pairs_away_from_held_out
 from train.finetune import run_finetune
 from train.pretrain import run_pretrain
 
@@ -77,7 +77,7 @@ def _append(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
-def _pretrain(options: FewShotOptions, encoding: str, method: str) -> Path:
+def _pretrain(options: FewShotOptions, splits: SpeciesSplits, encoding: str, method: str) -> Path:
     out = options.out / "pretrain" / f"{encoding}-{method}"
     best = out / "checkpoints" / "best"
     if (out / "status.json").exists() and '"finished"' in (out / "status.json").read_text():
@@ -93,7 +93,8 @@ def _pretrain(options: FewShotOptions, encoding: str, method: str) -> Path:
         ],
         encoding=encoding,
     )
-    run_pretrain(config, resume=(out / "metrics.jsonl").exists())
+    lonlat, features, _ = pairs_away_from_held_out(config, splits)
+    run_pretrain(config, resume=(out / "metrics.jsonl").exists(), pairs=(lonlat, features))
     return best
 
 
@@ -148,7 +149,9 @@ def run_fewshot(options: FewShotOptions) -> str:
     splits = load_species(DataConfig())
     for encoding in options.encodings:
         pretrained = {
-            method: _pretrain(options, encoding, method) for method in options.methods if method != "sup-only"
+            method: _pretrain(options, splits, encoding, method)
+            for method in options.methods
+            if method != "sup-only"
         }
         for fraction in options.fractions:
             for seed in options.seeds:

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from csp.checkpoint import CheckpointMeta, describe_model
-from csp.features import FeatureStore
 from csp.losses import CSPLossConfig, PretrainBatch, csp_loss
 from csp.metrics import rank_summary, true_class_ranks
 from csp.models import LocationImageEncoder
 from train.config import PretrainConfig, to_dict
+from train.data import load_pairs
 from train.engine import FitResult, run_task
 from train.runtime import Distributed
 
@@ -114,18 +114,6 @@ class PretrainTask:
             metrics=metrics,
             train={"stage": "pretrain", "config": to_dict(self.config), "pairs": self.num_pairs},
         )
-
-
-def load_pairs(config: PretrainConfig) -> tuple[Tensor, Tensor]:
-    """Locations ``(N, 2)`` and frozen image features ``(N, F)`` from the config's feature store."""
-    store = FeatureStore.open(config.features)
-    encoder_name = store.manifest.get("encoder")
-    if encoder_name and encoder_name != config.image_encoder:
-        raise ValueError(
-            f"{config.features} holds {encoder_name} features, but the config names {config.image_encoder}"
-        )
-    features, lonlat = store.to_tensors()
-    return lonlat, features
 
 
 def run_pretrain(
