@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--share", action="store_true", help="also open a public gradio.live link (needs internet)"
     )
     parser.add_argument("--device", default="cpu", help="torch device for the models")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads per request (default 1: steady latency on a small shared CPU; "
+        "concurrent requests run on the other cores)",
+    )
     parser.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="upload size limit, e.g. 25mb")
     return parser
 
@@ -83,10 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run atexit cleanup on SIGTERM
 
+    import torch
+
     from app.training import TrainingManager
     from app.ui import build_app
     from csp.predictor import Predictor
 
+    torch.set_num_threads(max(1, args.threads))
     predictor = Predictor.from_directory(args.checkpoint, device=args.device)
     training = TrainingManager(REPO_ROOT, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     atexit.register(training.close)

@@ -65,11 +65,15 @@ def timed(call: Callable[[int], object], n: int, warmup: int = 2) -> dict[str, f
     return percentiles(samples)
 
 
-def start_app(checkpoint: Path, port: int, log: Path) -> tuple[subprocess.Popen, float]:
+def start_app(checkpoint: Path, port: int, threads: int, log: Path) -> tuple[subprocess.Popen, float]:
     """Launch ``python app.py`` and wait for HTTP 200; returns the process and seconds taken."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "app.py"), "--checkpoint", str(checkpoint), "--port", str(port)],
+        [
+            sys.executable,
+            str(REPO / "app.py"),
+            *("--checkpoint", str(checkpoint), "--port", str(port), "--threads", str(threads)),
+        ],
         cwd=REPO,
         env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
         stdout=open(log, "w"),  # the child holds it until it exits
@@ -117,14 +121,19 @@ def bench_client(url: str, photo: Path, classes: list[str], n: int) -> dict[str,
     }
 
 
-def bench_handlers(checkpoint: Path, photo: Path, classes: list[str], n: int) -> dict[str, dict]:
-    """The same actions called in-process: the server's compute time per request."""
+def bench_handlers(
+    checkpoint: Path, photo: Path, classes: list[str], n: int, threads: int
+) -> dict[str, dict]:
+    """The same actions called in-process (same torch threads): the server's compute time."""
+    import torch
+
     from app.countries import CountryLookup
     from app.handlers import Handlers
     from app.model import ModelSlot
     from app.static import StaticAssets
     from csp.predictor import Predictor
 
+    torch.set_num_threads(threads)
     assets = StaticAssets.locate()
     predictor = Predictor.from_directory(checkpoint)
     with tempfile.TemporaryDirectory() as work:
@@ -148,18 +157,26 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_MODEL_DIR, help="model directory")
     parser.add_argument("--port", type=int, default=7870, help="port for the app the bench starts")
     parser.add_argument("--n", type=int, default=30, help="timed calls per action")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (app's --threads)")
     parser.add_argument("--server-time", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    results: dict[str, object] = {"n": args.n, "cpu_count": os.cpu_count()}
+    results: dict[str, object] = {
+        "n": args.n,
+        "cpu_count": os.cpu_count(),
+        "threads": args.threads,
+        "load_average_at_start": os.getloadavg(),
+    }
     process = None
     with tempfile.TemporaryDirectory() as scratch:
         photo = save_with_gps(Image.open(CHEETAH), Path(scratch) / "cheetah.jpg", lon=35.1, lat=-1.5)
         try:
             url = args.url
             if url is None:
-                process, startup = start_app(args.checkpoint, args.port, Path(scratch) / "app.log")
+                process, startup = start_app(
+                    args.checkpoint, args.port, args.threads, Path(scratch) / "app.log"
+                )
                 url = f"http://127.0.0.1:{args.port}/"
                 results["startup_s"] = round(startup, 2)
             from gradio_client import Client
@@ -171,7 +188,7 @@ def main() -> int:
                 process.terminate()
                 process.wait(30)
         if args.server_time if args.server_time is not None else args.url is None:
-            results["server_compute"] = bench_handlers(args.checkpoint, photo, classes, args.n)
+            results["server_compute"] = bench_handlers(args.checkpoint, photo, classes, args.n, args.threads)
 
     print(json.dumps(results, indent=2))
     if args.json:

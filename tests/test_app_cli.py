@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_defaults_are_local_and_explicit():
     args = build_parser().parse_args([])
     assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
-    assert args.checkpoint == DEFAULT_MODEL_DIR and args.max_file_size == MAX_FILE_SIZE
+    assert args.checkpoint == DEFAULT_MODEL_DIR and args.max_file_size == MAX_FILE_SIZE and args.threads == 1
     args = build_parser().parse_args(["--checkpoint", "m", "--host", "0.0.0.0", "--port", "8000", "--share"])
     assert (args.checkpoint, args.host, args.port, args.share) == (Path("m"), "0.0.0.0", 8000, True)
 
