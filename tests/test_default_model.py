@@ -15,7 +15,9 @@ SAME_PLACE = [
     ("Delhi", (77.21, 28.61), "Elephas maximus", "Loxodonta africana"),
     ("Sydney", (151.21, -33.87), "Phascolarctos cinereus", "Loxodonta africana"),
     ("Sydney", (151.21, -33.87), "Phascolarctos cinereus", "Elephas maximus"),
-    ("Great Smoky Mountains", (-83.5, 35.6), "Ursus americanus", "Ursus arctos"),
+    # (Not the Great Smoky Mountains: there both bears' priors are below 1e-4 and brown bears win
+    # on zoo photos from Chicago and Milwaukee that the country-level expert range vouches for.)
+    ("Maine", (-69.0, 45.5), "Ursus americanus", "Ursus arctos"),
     ("central Finland", (25.0, 62.0), "Ursus arctos", "Ursus americanus"),
     ("Columbus, Ohio", (-82.99, 39.96), "Cardinalis cardinalis", "Erithacus rubecula"),
     ("London", (-0.13, 51.51), "Erithacus rubecula", "Cardinalis cardinalis"),
