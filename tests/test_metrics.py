@@ -43,22 +43,14 @@ def test_ties_count_against_the_true_class():
 
 def test_geo_aware_ranks_do_not_underflow_to_ties():
     # Prior logits far below -104 make sigmoid(l) * p exactly 0 in float32.
-    class FixedLogits(torch.nn.Module):
-        training = False
-
-        def class_logits(self, lonlat):
-            logits = torch.full((lonlat.shape[0], 1000), -120.0)
-            logits[:, :3] = 5.0
-            logits[:, 500] = -130.0  # the true class has the smallest prior of all
-            return logits
-
-        def eval(self):
-            return self
-
-        def train(self, mode=True):
-            return self
-
+    config = LocationEncoderConfig(encoding="xyz", hidden_dim=4, embed_dim=1, num_classes=1000, dropout=0.0)
+    encoder = LocationEncoder(config)
+    logits = torch.full((1000,), -120.0)
+    logits[:3] = 5.0
+    logits[500] = -130.0  # the true class has the smallest prior of all
+    encoder.embed = lambda lonlat: torch.ones(lonlat.shape[0], 1)
+    encoder.class_emb.weight.data = logits[:, None]
     probs = torch.full((1, 1000), 1e-3)
-    result = evaluate_prior(FixedLogits(), torch.zeros(1, 2), torch.tensor([500]), probs)
+    result = evaluate_prior(encoder, torch.zeros(1, 2), torch.tensor([500]), probs)
     assert result["geo_aware"]["top5"] == 0.0
     assert result["geo_aware"]["mrr"] == pytest.approx(100 / 1000)  # last, not tied with 996
