@@ -41,16 +41,16 @@ def test_ties_count_against_the_true_class():
     assert true_class_ranks(collapsed, torch.arange(5)).tolist() == [100] * 5
 
 
-def test_geo_aware_ranks_do_not_underflow_to_ties():
+@pytest.mark.parametrize(("true_logit", "rank"), [(-130.0, 1000), (-110.0, 4)])
+def test_geo_aware_ranks_do_not_underflow_to_ties(true_logit, rank):
     # Prior logits far below -104 make sigmoid(l) * p exactly 0 in float32.
     config = LocationEncoderConfig(encoding="xyz", hidden_dim=4, embed_dim=1, num_classes=1000, dropout=0.0)
     encoder = LocationEncoder(config)
     logits = torch.full((1000,), -120.0)
     logits[:3] = 5.0
-    logits[500] = -130.0  # the true class has the smallest prior of all
+    logits[500] = true_logit  # smallest prior of all, or above the 996 others at -120
     encoder.embed = lambda lonlat: torch.ones(lonlat.shape[0], 1)
     encoder.class_emb.weight.data = logits[:, None]
     probs = torch.full((1, 1000), 1e-3)
     result = evaluate_prior(encoder, torch.zeros(1, 2), torch.tensor([500]), probs)
-    assert result["geo_aware"]["top5"] == 0.0
-    assert result["geo_aware"]["mrr"] == pytest.approx(100 / 1000)  # last, not tied with 996
+    assert result["geo_aware"]["mrr"] == pytest.approx(100 / rank)
