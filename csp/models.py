@@ -78,10 +78,31 @@ class LocationEncoderConfig:
         return asdict(self)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout, ``x * (u >= p) / (1 - p)`` with ``u ~ U[0, 1)``: the distribution of
+    ``nn.Dropout``, but a uniform draw and a comparison cost about a third of PyTorch's
+    Bernoulli kernel on the CPU, where dropout was a fifth of a CSP pre-training step."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def _act_drop(config: LocationEncoderConfig) -> list[nn.Module]:
     layers: list[nn.Module] = [ACTIVATIONS[config.activation]()]
     if config.dropout > 0:
-        layers.append(nn.Dropout(config.dropout))
+        layers.append(Dropout(config.dropout))
     return layers
 
 
@@ -112,7 +133,7 @@ def build_mlp(in_dim: int, config: LocationEncoderConfig) -> nn.Sequential:
             for _ in range(config.num_hidden_layers)
         ]
         if config.final_activation and config.dropout > 0:
-            layers.append(nn.Dropout(config.dropout))
+            layers.append(Dropout(config.dropout))
         return nn.Sequential(*layers)
     width = in_dim
     for _ in range(config.num_hidden_layers):

@@ -161,3 +161,17 @@ def test_nce_objective_uses_binary_terms_and_its_own_random_temperature():
     neg = model.encode_locations(negatives.view(-1, 2)) @ img.T
     random = binary_nce((loc * img).sum(-1) / 0.5, neg.diagonal()[:, None] / 0.5)
     assert terms["random_location"].item() == pytest.approx(random.item(), rel=1e-5)
+
+
+def test_dropout_keeps_the_expected_fraction_and_scale():
+    from csp.models import Dropout
+
+    layer = Dropout(0.5)
+    torch.manual_seed(0)
+    out = layer(torch.ones(200_000))
+    assert set(out.unique().tolist()) == {0.0, 2.0}
+    assert out.mean().item() == pytest.approx(1.0, abs=0.01)  # inverted dropout keeps the mean
+    layer.eval()
+    assert torch.equal(layer(torch.ones(5)), torch.ones(5))
+    with pytest.raises(ValueError):
+        Dropout(1.0)
