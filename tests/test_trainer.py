@@ -77,6 +77,15 @@ def test_finetuning_beats_chance_and_evaluate_uses_the_same_split(tmp_path):
     report = evaluate_checkpoint(result.best_dir, split="test")
     assert report["points"] == 6 * 6  # 10% of 60 per species
     assert report["location"]["top1"] > 60  # chance: 16.7%
+    # Uninformative image predictions: geo-aware equals the prior alone, image-only is chance.
+    uniform = np.full((36, 6), 1 / 6, dtype=np.float32)
+    np.save(tmp_path / "probs.npy", uniform)
+    geo = evaluate_checkpoint(result.best_dir, split="test", image_probs=tmp_path / "probs.npy")
+    assert geo["geo_aware"] == geo["location"]
+    assert geo["image"]["top1"] == 0.0  # all tied: ties count against the true class
+    np.save(tmp_path / "bad.npy", uniform[:5])
+    with pytest.raises(ValueError, match="expected \\(36, 6\\)"):
+        evaluate_checkpoint(result.best_dir, split="test", image_probs=tmp_path / "bad.npy")
 
 
 def test_finetune_from_pretrained_reuses_the_body(tmp_path):

@@ -98,7 +98,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from train.evaluate import evaluate_checkpoint
 
-    results = evaluate_checkpoint(args.checkpoint, split=args.split, csv=args.csv)
+    results = evaluate_checkpoint(
+        args.checkpoint, split=args.split, csv=args.csv, image_probs=args.image_probs
+    )
     print(json.dumps(results, indent=2))
     return 0
 
@@ -191,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="fine-tuned checkpoint directory")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
     evaluate.add_argument("--csv", help="observations CSV (default: the one it was trained on)")
+    evaluate.add_argument(
+        "--image-probs", help=".npy of p(y|I), (points in the split, classes): adds geo-aware metrics"
+    )
     evaluate.set_defaults(run=_cmd_evaluate)
 
     build = commands.add_parser("build-default", help="rebuild the shipped default model")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from csp.checkpoint import CheckpointError, load_checkpoint
@@ -15,12 +16,21 @@ from train.data import load_species
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path, split: str = "test", csv: str | None = None, device: str = "cpu"
+    checkpoint: str | Path,
+    split: str = "test",
+    csv: str | None = None,
+    device: str = "cpu",
+    image_probs: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Location-only top-1/3/5 and MRR on ``split`` (the split recorded in the checkpoint).
+    """Location-only (and geo-aware) top-1/3/5 and MRR on ``split`` of the checkpoint's data.
 
     The data configuration (CSV, cleaning, split seed and fractions) is read from the
     checkpoint, so the test split is exactly the one held out during training.
+    ``image_probs``: a ``.npy`` of image-classifier probabilities p(y | I), shape
+    ``(points in the split, C)``, rows in the split's order and columns in the checkpoint's
+    class order; adds image-only and geo-aware (p(y | I) times the prior) metrics.
+    (:func:`csp.metrics.evaluate_prior` also takes a mask of points without a location, which
+    fall back to p(y | I); every observation read here has one.)
     """
     model, meta = load_checkpoint(checkpoint, map_location=device)
     if not isinstance(model, LocationEncoder) or model.class_emb is None:
@@ -38,5 +48,14 @@ def evaluate_checkpoint(
     indices = torch.from_numpy(getattr(splits, split))
     lonlat = torch.from_numpy(splits.records.lonlat)[indices].to(device)
     labels = torch.from_numpy(splits.records.labels)[indices].to(device)
-    results = evaluate_prior(model, lonlat, labels)
+    probs = None
+    if image_probs is not None:
+        array = np.load(image_probs, allow_pickle=False)
+        if array.shape != (len(indices), len(meta.class_names)):
+            raise ValueError(
+                f"{image_probs}: shape {array.shape}, expected ({len(indices)}, {len(meta.class_names)}) "
+                f"for the {split} split"
+            )
+        probs = torch.from_numpy(array).float().to(device)
+    results = evaluate_prior(model, lonlat, labels, probs)
     return {"checkpoint": str(checkpoint), "split": split, "points": len(indices), **results}
