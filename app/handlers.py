@@ -29,6 +29,7 @@ from csp.predictor import ClassScore
 
 RANGE_STEP_DEG = 1.0
 WHERE_STEP_DEG = 2.0
+WHERE_HIDE_BELOW = 0.1  # on the square-root scale: cells below 1% of the peak probability
 PLACE_RADIUS_KM = 500.0
 EXPORT_WIDTH = 1440
 PRIOR_COLUMNS = ["rank", "class", "prior", "expert range"]
@@ -397,9 +398,12 @@ class Handlers:
             ],
             columns=PLACE_COLUMNS,
         )
+        # Square-root scale relative to the peak, cells under 1% of it hidden: the mass of such
+        # a map sits in a few cells, and a linear scale would veil the globe in near-zero colour.
+        relative = np.sqrt(grid / grid.max())
         heat = HeatLayer(
-            png_data_uri(colorize(grid, 0.0, vmax=float(grid.max()))),
-            Legend("p(location | image), relative", "low", "high"),
+            png_data_uri(colorize(relative, WHERE_HIDE_BELOW)),
+            Legend("p(location | image), √ relative to peak", "0", "peak"),
         )
         message = f"Most likely around {places[0][1]:.1f}, {places[0][0]:.1f} ({table.iloc[0]['country']})."
         photo_marker = None

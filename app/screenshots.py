@@ -77,11 +77,7 @@ def take_screenshots(url: str, out: Path, species: str, train: bool) -> list[str
     host = urllib.parse.urlparse(url).hostname
     requests: list[str] = []
     with tempfile.TemporaryDirectory() as scratch, sync_playwright() as playwright:
-        from skimage import data
-
-        photo = save_with_gps(
-            Image.fromarray(data.chelsea()), Path(scratch) / "chelsea.jpg", lon=36.82, lat=-1.29
-        )
+        photo = save_with_gps(Image.open(CHEETAH), Path(scratch) / "cheetah.jpg", lon=35.1, lat=-1.5)
         chip = blue_marble_chip(lon=13.0, lat=24.0, size_deg=6.0, path=Path(scratch) / "sahara_chip.jpg")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)

@@ -110,6 +110,7 @@ class TrainingHandlers:
         self.slot = slot
         self.runs_dir = Path(runs_dir)
         self.python = python
+        self._description = ""  # what the current/last run is, shown with its status
 
     def start(
         self,
@@ -139,13 +140,14 @@ class TrainingHandlers:
             note += f", on {csv.name}: {check_observations_csv(csv)}"
         run_dir = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{objective}"
         status = self.manager.start(request.command(self.python, run_dir), run_dir, request.epochs)
-        return view_of(status, note=f"Started: {note}.")
+        self._description = f"{note}."
+        return view_of(status, note=self._description)
 
     def status(self) -> TrainingView:
-        return view_of(self.manager.status())
+        return view_of(self.manager.status(), note=self._description)
 
     def cancel(self) -> TrainingView:
-        return view_of(self.manager.cancel())
+        return view_of(self.manager.cancel(), note=self._description)
 
     def load_trained(self) -> str:
         """Serve the finished run's best checkpoint; returns a message.

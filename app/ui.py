@@ -198,7 +198,9 @@ def build_app(
     def train_start(
         objective: str, encoding: str, label_fraction: float, epochs: float, data: str, csv: str | None
     ) -> tuple:
-        """Start fine-tuning in a separate process -> (status, epoch bar, loss curve, log)."""
+        """Start fine-tuning in a separate process -> (status, epoch bar, loss curve, log).
+
+        A bad preset or CSV, or a run already in progress, is an error with the reason."""
         try:
             if data == "uploaded CSV" and not csv:
                 raise ValueError("upload a CSV with lat, lon and label columns, or use the bundled data")
@@ -206,8 +208,7 @@ def build_app(
                 objective, encoding, label_fraction, int(epochs), csv if data == "uploaded CSV" else None
             )
         except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
-            view = trainer.status()
-            return f"⚠️ {err}", *train_outputs(view)[1:]
+            raise gr.Error(str(err)) from None
         return train_outputs(view)
 
     def train_status() -> tuple:
@@ -226,8 +227,10 @@ def build_app(
             return f"⚠️ {err}", model_summary(slot)
         return message, model_summary(slot)
 
-    def timer_state() -> gr.Timer:
-        return gr.Timer(active=trainer.status().running)
+    def train_poll() -> tuple:
+        """Private: status and the refresh timer from one snapshot (on while a run is going)."""
+        view = trainer.status()
+        return (*train_outputs(view), gr.Timer(active=view.running))
 
     def refreshed_class_picker() -> gr.Dropdown:
         return gr.Dropdown(choices=handlers.class_choices(), value=None)
@@ -488,28 +491,25 @@ def build_app(
 
         # Train tab
         train_view = [train_message, train_progress, loss_curve, train_log]
+        poll_outputs = [*train_view, timer]
         start_button.click(
             train_start,
             [objective, encoding, label_fraction, epochs, data, csv_file],
             train_view,
             api_name="train_start",
-        ).then(timer_state, None, timer, api_visibility="private")
+        ).success(lambda: gr.Timer(active=True), None, timer, api_visibility="private")
         cancel_button.click(train_cancel, None, train_view, api_name="train_cancel").then(
-            timer_state, None, timer, api_visibility="private"
+            train_poll, None, poll_outputs, api_visibility="private"
         )
         refresh_button.click(train_status, None, train_view, api_name="train_status").then(
-            timer_state, None, timer, api_visibility="private"
+            train_poll, None, poll_outputs, api_visibility="private"
         )
-        timer.tick(train_status, None, train_view, api_visibility="private").then(
-            timer_state, None, timer, api_visibility="private"
-        )
+        timer.tick(train_poll, None, poll_outputs, api_visibility="private")
         load_button.click(train_load, None, [train_message, model_line], api_name="train_load").then(
             refreshed_class_picker, None, range_class, api_visibility="private"
         )
         # A reloaded page re-attaches to a run in progress.
-        demo.load(train_status, None, train_view, api_visibility="private").then(
-            timer_state, None, timer, api_visibility="private"
-        )
+        demo.load(train_poll, None, poll_outputs, api_visibility="private")
 
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo

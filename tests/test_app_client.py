@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import write_gps_photo
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
 from app.static import StaticAssets, file_url
 
@@ -101,10 +102,11 @@ def test_train_endpoints_when_idle(client):
     message, model_line = client.predict(api_name="/train_load")
     assert message == "⚠️ no finished training run with a checkpoint to load"
     assert "6 classes" in model_line
-    message, *_ = client.predict(
-        "csp-finetune", "grid", 0.1, 1, "uploaded CSV", None, api_name="/train_start"
-    )
-    assert message.startswith("⚠️ upload a CSV")
+    with pytest.raises(AppError, match="upload a CSV with lat, lon and label columns"):
+        client.predict("sup-only", "grid", 0.1, 1, "uploaded CSV", None, api_name="/train_start")
+    with pytest.raises(AppError, match="hexagons is not in the list of choices"):
+        client.predict("sup-only", "hexagons", 0.1, 1, "bundled species data", None, api_name="/train_start")
+    assert client.predict(api_name="/train_status")[0] == "No training run yet."
 
 
 def test_map_assets_are_served_by_the_app(app_server):

@@ -29,7 +29,7 @@ from app.handlers import (
     top_places,
 )
 from app.model import ModelSlot
-from app.photos import PhotoError
+from app.photos import PhotoError, load_photo
 from app.static import StaticAssets
 from csp.checkpoint import CheckpointError, describe_model, save_checkpoint
 from csp.models import LocationEncoder, LocationEncoderConfig
@@ -55,8 +55,12 @@ def gps_photo(tmp_path_factory):
     return write_gps_photo(tmp_path_factory.mktemp("photos") / "nairobi.jpg", lon=36.82, lat=-1.29)
 
 
+def _decode(uri: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
 def _png_shape(uri: str) -> tuple:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))).shape
+    return _decode(uri).shape
 
 
 # --- locations and names ---------------------------------------------------------------------
@@ -250,11 +254,14 @@ def test_top_places_are_separate_peaks():
     assert places[0][2] == pytest.approx(0.7, abs=0.01)  # both cells within 500 km
 
 
-def test_where_lists_places_and_shows_the_photo_gps(handlers, gps_photo):
+def test_where_lists_places_and_shows_the_photo_gps(handlers, app_predictor, gps_photo):
     view = handlers.where(str(gps_photo), n_places=4)
     assert list(view.places.columns) == PLACE_COLUMNS and len(view.places) == 4
     assert view.places[PLACE_COLUMNS[-1]].is_monotonic_decreasing
     assert _png_shape(view.heat.image_uri) == (90, 180, 4)
+    grid = app_predictor.image_location_map(load_photo(gps_photo).image, step_deg=2.0)
+    alpha = _decode(view.heat.image_uri)[..., 3]
+    assert (alpha[grid < 0.0099 * grid.max()] == 0).all() and (alpha[grid > 0.0101 * grid.max()] > 0).all()
     assert view.photo_marker.lat == pytest.approx(-1.29) and "EXIF" in view.photo_marker.label
     assert view.message.startswith("Most likely around") and "km from the top place" in view.message
 
