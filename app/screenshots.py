@@ -4,10 +4,11 @@
     python -m app.screenshots --url http://127.0.0.1:7860/ --out docs/screenshots [--train]
 
 Drives Debian's Chromium through Playwright (never ``playwright install``). Inputs are real:
-a map click and a species range on the Map tab, the cheetah photo shipped in Gradio's package
-with EXIF GPS (Maasai Mara) written into it on the Photo tab, a Blue Marble chip on the "Where" tab, and (with
-``--train``) a short fine-tuning run on the bundled data on the Train tab. Exits non-zero if
-the page requests anything outside the app's host.
+a map click and a species range on the Map tab; on the Photo tab, the cheetah photo shipped
+in Gradio's package with EXIF GPS (Maasai Mara) written into it, then the same photo placed
+in the Himalaya; a Blue Marble chip on the "Where" tab; and (with ``--train``) a short
+fine-tuning run on the bundled data on the Train tab. Exits non-zero if the page requests
+anything outside the app's host.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _click_map(page, elem_id: str, lat: float, lon: float) -> None:
 
 
 def take_screenshots(url: str, out: Path, species: str, train: bool) -> list[str]:
-    """Save map.png, photo.png, where.png and train.png of the app at ``url`` into ``out``.
+    """Save map.png, photo.png, photo_relocated.png, where.png and train.png into ``out``.
 
     Returns the URLs the page requested outside the app's host (should be empty).
     """
@@ -105,6 +106,15 @@ def take_screenshots(url: str, out: Path, species: str, train: bool) -> list[str
         )
         page.wait_for_timeout(1000)
         page.screenshot(path=out / "photo.png", full_page=True)
+        # The same photo placed in the Himalaya by typing a location: the ranks follow the prior.
+        box = page.locator("#photo-location").locator("textarea, input").first
+        box.fill("28.2, 84.0")
+        box.press("Enter")
+        page.wait_for_function(
+            "() => document.querySelector('#classify-message').innerText.includes('28.20000')", timeout=60_000
+        )
+        page.wait_for_timeout(1000)
+        page.screenshot(path=out / "photo_relocated.png", full_page=True)
 
         page.get_by_role("tab", name="Where could this be?").click()
         frame = _map_frame(page, "where-map")
@@ -143,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train", action="store_true", help="run a short training for train.png")
     args = parser.parse_args(argv)
     outside = take_screenshots(args.url, args.out, args.species, args.train)
-    for name in ("map", "photo", "where", "train"):
+    for name in ("map", "photo", "photo_relocated", "where", "train"):
         print(args.out / f"{name}.png")
     if outside:
         print(f"error: the page requested outside hosts: {outside[:10]}", file=sys.stderr)

@@ -39,6 +39,7 @@ from app.train_handlers import TrainingHandlers, TrainingView, empty_curve
 from app.training import TrainingManager
 from csp.predictor import Predictor
 
+CHOSEN_LOCATION = "Location chosen on the map or typed (not read from the photo)."
 MODEL_CONCURRENCY = "model"  # image encoder / global grids: one at a time on 2 cores
 SATELLITE_NOTE = (
     "The shipped default was pre-trained (CSP, self-supervised) on **satellite imagery**: "
@@ -177,10 +178,13 @@ def build_app(
         new_layers = MapLayers.from_props(layers).with_marker(view.marker).to_props()
         return view.message, view.image_only, view.geo_aware, view.moved, new_layers
 
+    def classify_at_typed(path: str | None, location: str, layers: dict) -> tuple:
+        return CHOSEN_LOCATION, *classify(path, location, layers)
+
     def classify_from_click(path: str | None, layers: dict, evt: gr.EventData) -> tuple:
         lon, lat = click_to_lonlat(evt.lat, evt.lon)
         text = format_location(lon, lat)
-        return text, *classify(path, text, layers)
+        return text, CHOSEN_LOCATION, *classify(path, text, layers)
 
     def where(path: str | None, n_places: float, layers: dict) -> tuple:
         """Where could this photo be: message and top places (the map shows the heat-map)."""
@@ -286,9 +290,14 @@ def build_app(
                     opacity = gr.Slider(0.0, 1.0, value=0.75, step=0.05, label="Heat-map opacity")
                 with gr.Column(scale=1):
                     export_button = gr.Button("Export range: PNG + GeoJSON")
-                    range_png = gr.File(label="Range (PNG)", height=70, elem_id="range-png")
+                    range_png = gr.File(
+                        label="Range (PNG)", interactive=False, visible=False, elem_id="range-png"
+                    )
                     range_geojson = gr.File(
-                        label="Range (GeoJSON polygons)", height=70, elem_id="range-geojson"
+                        label="Range (GeoJSON polygons)",
+                        interactive=False,
+                        visible=False,
+                        elem_id="range-geojson",
                     )
 
         with gr.Tab("Photo: geo-aware classification", id="photo"):
@@ -434,6 +443,11 @@ def build_app(
             api_name="range_export",
             concurrency_id=MODEL_CONCURRENCY,
             concurrency_limit=1,
+        ).success(
+            lambda: (gr.File(visible=True), gr.File(visible=True)),
+            None,
+            [range_png, range_geojson],
+            api_visibility="private",
         )
 
         # Photo tab
@@ -449,9 +463,9 @@ def build_app(
             concurrency_limit=1,
         ).then(_push_layers, layers_photo, map_photo, api_visibility="private")
         photo_location_box.submit(
-            classify,
+            classify_at_typed,
             [photo, photo_location_box, layers_photo],
-            classify_outputs,
+            [gps_message, *classify_outputs],
             api_visibility="private",
             concurrency_id=MODEL_CONCURRENCY,
             concurrency_limit=1,
@@ -459,7 +473,7 @@ def build_app(
         map_photo.select(
             classify_from_click,
             [photo, layers_photo],
-            [photo_location_box, *classify_outputs],
+            [photo_location_box, gps_message, *classify_outputs],
             api_visibility="private",
             concurrency_id=MODEL_CONCURRENCY,
             concurrency_limit=1,
