@@ -220,7 +220,7 @@ def test_real_trainer_run_and_load(tmp_path, app_predictor, app_model_dir):
     handlers = TrainingHandlers(manager, slot, tmp_path / "runs", sys.executable)
     try:
         view = handlers.start("sup-only", "grid", 1.0, 1, str(csv))
-        assert view.running and "Started" in view.message
+        assert view.running and "1500 observations of 150 classes. Training" in view.message
         status = _wait(manager, timeout=120.0)
     finally:
         manager.close()
