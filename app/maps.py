@@ -19,7 +19,6 @@ Leaflet's JS/CSS are served from the installed ``django-js-lib-leaflet`` package
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -311,8 +310,3 @@ def map_component(map_html: str, elem_id: str, height: int = 460, **kwargs: Any)
         frame_height=height,
         **kwargs,
     )
-
-
-def layers_json(layers: MapLayers) -> str:
-    """Compact JSON of the layers (for logs and tests)."""
-    return json.dumps(layers.to_props(), separators=(",", ":"))
