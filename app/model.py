@@ -10,8 +10,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from csp.checkpoint import CheckpointError, load_checkpoint
-from csp.models import LocationEncoder
 from csp.predictor import CSP_DIR, LINK_FILE, Predictor
 
 
@@ -51,26 +49,8 @@ class ModelSlot:
         Raises:
             CheckpointError: if the directory is not a location-prior checkpoint.
         """
-        prior, meta = load_checkpoint(checkpoint_dir, map_location="cpu")
-        if not isinstance(prior, LocationEncoder) or prior.class_emb is None:
-            raise CheckpointError(f"{checkpoint_dir} is not a location prior with a class head")
         with self._lock:
-            current = self._predictor
-            link: dict[int, int] = {}
             link_file = self.model_dir / LINK_FILE if self.model_dir is not None else None
-            if current.has_image_encoder and link_file is not None and link_file.is_file():
-                from csp.species_link import load_species_link
-
-                link = load_species_link(link_file, meta.class_names)
-            predictor = Predictor(
-                prior,
-                meta.class_names,
-                csp_model=current.csp_model,
-                image_encoder=current.image_encoder,
-                species_link=link,
-                expert_range_species=set(meta.train.get("expert_range_species", [])),
-                device=current.device,
-            )
-            self._predictor = predictor
+            self._predictor = self._predictor.with_prior(checkpoint_dir, link_file)
             self.prior_source = Path(checkpoint_dir)
-        return predictor
+            return self._predictor

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from csp.checkpoint import CheckpointError, load_checkpoint
+from csp.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 from csp.geo import lonlat_grid, validate_lonlat
 from csp.models import LocationEncoder, LocationImageEncoder
 
@@ -55,6 +55,13 @@ class GeoClassification:
     geo_aware: list[ClassScore]
     location: tuple[float, float] | None
     moved: list[tuple[str, int, int, float]]
+
+
+def _load_prior(directory: Path, device: str | torch.device) -> tuple[LocationEncoder, CheckpointMeta]:
+    model, meta = load_checkpoint(directory, map_location=device)
+    if not isinstance(model, LocationEncoder) or model.class_emb is None:
+        raise CheckpointError(f"{directory} is not a location prior (a location encoder with a class head)")
+    return model, meta
 
 
 def _top(scores: np.ndarray, names: list[str], k: int) -> list[ClassScore]:
@@ -123,9 +130,7 @@ class Predictor:
     ) -> Predictor:
         """Load a model directory (see module docstring)."""
         directory = Path(directory)
-        prior_model, meta = load_checkpoint(directory / PRIOR_DIR, map_location=device)
-        if not isinstance(prior_model, LocationEncoder):
-            raise CheckpointError(f"{directory / PRIOR_DIR} is not a location prior checkpoint")
+        prior_model, meta = _load_prior(directory / PRIOR_DIR, device)
         csp_model = None
         cosine = False
         image_encoder_name = meta.image_encoder
@@ -154,6 +159,27 @@ class Predictor:
             expert_range_species=set(meta.train.get("expert_range_species", [])),
             cosine_similarity=cosine,
             device=device,
+        )
+
+    def with_prior(self, checkpoint: str | Path, link_file: str | Path | None = None) -> Predictor:
+        """A predictor serving the location prior in ``checkpoint`` (e.g. one just trained) that
+        keeps this one's image encoder and CSP model; the species link is re-read from
+        ``link_file`` against the new class names (only classes in the new prior re-weight)."""
+        prior_model, meta = _load_prior(Path(checkpoint), self.device)
+        link: dict[int, int] = {}
+        if self.image_encoder is not None and link_file is not None and Path(link_file).is_file():
+            from csp.species_link import load_species_link
+
+            link = load_species_link(link_file, meta.class_names)
+        return Predictor(
+            prior_model,
+            meta.class_names,
+            csp_model=self.csp_model,
+            image_encoder=self.image_encoder,
+            species_link=link,
+            expert_range_species=set(meta.train.get("expert_range_species", [])),
+            cosine_similarity=self.cosine_similarity,
+            device=self.device,
         )
 
     @property

@@ -72,3 +72,24 @@ def test_from_directory_loads_prior_and_rejects_a_bad_one(tmp_path):
     np.testing.assert_allclose(loaded.prior(np.array([[1.0, 2.0]])), predictor.prior(np.array([[1.0, 2.0]])))
     with pytest.raises(CheckpointError):
         Predictor.from_directory(tmp_path / "missing", load_image_encoder=False)
+
+
+def test_with_prior_swaps_the_prior_and_rereads_the_link(tmp_path):
+    first = _predictor(species_link={1: 0}, image_encoder=torch.nn.Identity())
+    torch.manual_seed(1)
+    new = LocationEncoder(LocationEncoderConfig(encoding="wrap", embed_dim=8, num_classes=2))
+    names = ["Ursus arctos", "Canis lupus"]
+    save_checkpoint(tmp_path / "new", new, describe_model(new, class_names=names))
+    link = tmp_path / "link.csv"
+    link.write_text(
+        "imagenet_index,imagenet_name,species,match,note\n"
+        "294,brown bear,Ursus arctos,exact,\n"
+        "385,Indian elephant,Elephas maximus,exact,\n"
+    )
+    swapped = first.with_prior(tmp_path / "new", link)
+    assert swapped.class_names == names and swapped.image_encoder is first.image_encoder
+    assert swapped.species_link == {294: 0}  # the elephant is not in the new prior
+    with pytest.raises(CheckpointError, match="not a location prior"):
+        bare = LocationEncoder(LocationEncoderConfig(encoding="wrap", embed_dim=8))
+        save_checkpoint(tmp_path / "bare", bare, describe_model(bare))
+        first.with_prior(tmp_path / "bare")
