@@ -78,6 +78,8 @@ def evaluate_prior(
     encoder.eval()
     if encoder.class_emb is None:
         raise ValueError("evaluate_prior needs a location encoder with a class head")
+    if lonlat.shape[0] == 0:
+        raise ValueError("no points to evaluate")
     embeddings = encoder.embed(lonlat)
     head = encoder.class_emb.weight
     block = block_size or max(64, 2**18 // head.shape[0])

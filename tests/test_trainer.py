@@ -199,3 +199,25 @@ def test_far_from_uses_great_circle_kilometres():
     # 0.005 deg of longitude at the equator is 0.56 km; across the antimeridian 0.22 km; near the
     # pole 120 deg of longitude at 89.9 deg N is about 19 km.
     assert far_from(points, others, 1.0).tolist() == [False, True, False, True]
+
+
+def test_finetune_on_classes_too_small_for_a_validation_split(tmp_path):
+    # Two observations per species: none is held out, so there is no validation split.
+    csv_path = write_species_csv(tmp_path / "tiny.csv", per_species=2)
+    config = load_config(
+        FinetuneConfig,
+        "sup-only",
+        [
+            *SMALL_MODEL,
+            f"runtime.out_dir={tmp_path / 'ft'}",
+            f"data.csv={csv_path}",
+            "data.clean=false",
+            "optim.epochs=3",
+            "optim.batch_size=4",
+        ],
+    )
+    result = run_finetune(config)
+    assert [r["val_score"] for r in result.history] == [1.0, 2.0, 3.0]
+    assert result.best_dir.resolve() == result.last_dir.resolve()  # the last epoch is kept
+    with pytest.raises(ValueError, match="no points"):
+        evaluate_checkpoint(result.best_dir, split="test")
