@@ -94,10 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from app.training import TrainingManager
     from app.ui import build_app
+    from csp.checkpoint import CheckpointError
     from csp.predictor import Predictor
 
     torch.set_num_threads(max(1, args.threads))
-    predictor = Predictor.from_directory(args.checkpoint, device=args.device)
+    try:
+        predictor = Predictor.from_directory(args.checkpoint, device=args.device)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     training = TrainingManager(REPO_ROOT, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     atexit.register(training.close)
     (scratch / "work").mkdir()

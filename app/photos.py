@@ -70,6 +70,8 @@ def load_photo(path: str | Path, max_side: int = MAX_SIDE) -> Photo:
                     image.draft("RGB", (max_side, max_side))  # decode at a reduced scale
                 image.load()
                 upright = ImageOps.exif_transpose(image)
+                if upright.mode.startswith("I"):  # 16/32-bit integer: scale, don't clip, to 8 bit
+                    upright = upright.point(lambda value: value / 257).convert("L")
                 rgb = upright.convert("RGB")
     except PhotoError:
         raise

@@ -182,7 +182,11 @@ def build_app(
         return CHOSEN_LOCATION, *classify(path, location, layers)
 
     def classify_from_click(path: str | None, layers: dict, evt: gr.EventData) -> tuple:
-        lon, lat = click_to_lonlat(evt.lat, evt.lon)
+        try:
+            lon, lat = click_to_lonlat(evt.lat, evt.lon)
+        except ValueError as err:
+            empty = (_empty(SCORE_COLUMNS), _empty(GEO_COLUMNS), _empty(MOVED_COLUMNS))
+            return "", CHOSEN_LOCATION, f"⚠️ {err}", *empty, layers
         text = format_location(lon, lat)
         return text, CHOSEN_LOCATION, *classify(path, text, layers)
 

@@ -190,11 +190,6 @@ def test_sixteen_bit_png_is_accepted(handlers, tmp_path):
     assert len(handlers.classify(str(path), "").image_only) == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/photos.py load_photo converts mode I;16 with Image.convert('RGB'), which clips "
-    "every value above 255 to white instead of scaling 0..65535 to 0..255",
-)
 def test_sixteen_bit_png_keeps_its_tones(tmp_path):
     path = tmp_path / "sixteen.png"
     ramp = _sixteen_bit_ramp(path)
@@ -485,11 +480,6 @@ def cli_main(monkeypatch, tmp_path) -> Callable[[list[str]], int]:
     return main
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/cli.py main() lets the CheckpointError of Predictor.from_directory escape as a "
-    "traceback (exit 1) instead of printing 'error: <dir>: <reason>' and returning 2",
-)
 @pytest.mark.parametrize("case", ["truncated", "schema", "pickle"])
 def test_starting_the_app_on_a_bad_checkpoint_prints_a_clear_error(
     cli_main, app_model_dir, tmp_path, capsys, case
