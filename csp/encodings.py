@@ -364,7 +364,9 @@ class _SphereMultiScaleEncoding(_MultiScaleEncoding):
     depend on longitude (a property of the paper's formulas); values and gradients stay finite.
     """
 
-    def __init__(self, frequency_num: int, min_radius: float, max_radius: float) -> None:
+    def __init__(
+        self, frequency_num: int = 32, min_radius: float = 1.0, max_radius: float = 360.0
+    ) -> None:
         super().__init__(frequency_num, min_radius, max_radius)
         cycles = torch.round(self.omega * 360.0 / (2 * math.pi)).clamp_min(1.0)
         self.register_buffer("lon_wavenumber", cycles, persistent=False)
@@ -399,11 +401,6 @@ class SphereCEncoding(_SphereMultiScaleEncoding):
 
     dims_per_scale = 3
 
-    def __init__(
-        self, frequency_num: int = 32, min_radius: float = 1.0, max_radius: float = 360.0
-    ) -> None:
-        super().__init__(frequency_num, min_radius, max_radius)
-
     def encode(self, lonlat: Tensor) -> Tensor:
         t = self._trig(lonlat)
         terms = (t.sin_lat_s, t.cos_lat_s * t.cos_lon_s, t.cos_lat_s * t.sin_lon_s)
@@ -421,11 +418,6 @@ class SphereCPlusEncoding(_SphereMultiScaleEncoding):
     """
 
     dims_per_scale = 6
-
-    def __init__(
-        self, frequency_num: int = 32, min_radius: float = 1.0, max_radius: float = 360.0
-    ) -> None:
-        super().__init__(frequency_num, min_radius, max_radius)
 
     def encode(self, lonlat: Tensor) -> Tensor:
         t = self._trig(lonlat)
@@ -452,11 +444,6 @@ class SphereMEncoding(_SphereMultiScaleEncoding):
 
     dims_per_scale = 5
 
-    def __init__(
-        self, frequency_num: int = 32, min_radius: float = 1.0, max_radius: float = 360.0
-    ) -> None:
-        super().__init__(frequency_num, min_radius, max_radius)
-
     def encode(self, lonlat: Tensor) -> Tensor:
         t = self._trig(lonlat)
         terms = (
@@ -481,11 +468,6 @@ class SphereMPlusEncoding(_SphereMultiScaleEncoding):
     """
 
     dims_per_scale = 8
-
-    def __init__(
-        self, frequency_num: int = 32, min_radius: float = 1.0, max_radius: float = 360.0
-    ) -> None:
-        super().__init__(frequency_num, min_radius, max_radius)
 
     def encode(self, lonlat: Tensor) -> Tensor:
         t = self._trig(lonlat)
