@@ -186,7 +186,8 @@ def render_table(results: Path) -> str:
     fractions = sorted({float(r["fraction"]) for r in rows})
     lines = [
         "Test split of the cleaned YFCC species observations; location-only prior; "
-        "mean ± std over seeds (n = seeds).",
+        "mean ± std over seeds (n = seeds). Seeds vary the label subset and fine-tuning; each CSP "
+        "variant was pre-trained once per encoding, so pre-training variance is not included.",
         "",
     ]
     for metric, title in (("top1", "top-1 (%)"), ("top5", "top-5 (%)"), ("mrr", "MRR (%)")):
