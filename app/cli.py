@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from app.training import TrainingManager
+    from app.training import app_training_manager
     from app.ui import build_app
     from csp.checkpoint import CheckpointError
     from csp.predictor import Predictor
@@ -103,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    training = TrainingManager(REPO_ROOT, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    atexit.register(training.close)
+    training = app_training_manager(REPO_ROOT)
     (scratch / "work").mkdir()
     demo = build_app(predictor, model_dir=args.checkpoint, work_dir=scratch / "work", training=training)
     print(f"[app] model and interface ready in {time.perf_counter() - started:.1f} s", flush=True)

@@ -9,7 +9,6 @@ user; ``app.ui`` shows those messages in the page.
 from __future__ import annotations
 
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +24,12 @@ from app.photos import load_photo
 from app.ranges import range_geojson, selected_area_km2
 from app.raster import colorize, composite, png_data_uri
 from csp.geo import haversine_km, lonlat_grid, parse_lonlat_pair, validate_lonlat, wrap_lon
-from csp.predictor import ClassScore
+from csp.predictor import ClassScore, Predictor
 
 RANGE_STEP_DEG = 1.0
 WHERE_STEP_DEG = 2.0
-WHERE_HIDE_BELOW = 0.1  # on the square-root scale: cells below 1% of the peak probability
+WHERE_HIDE_BELOW = 0.1  # on the square-root scale: cells below 1% of the peak density
+MAX_PLACES = 10  # places listed by "where could this be" (the UI slider goes to 10)
 PLACE_RADIUS_KM = 500.0
 EXPORT_WIDTH = 1440
 PRIOR_COLUMNS = ["rank", "class", "prior", "expert range"]
@@ -223,8 +223,8 @@ class Handlers:
         return self.prior_at(*lonlat, k=k)
 
     def search_classes(self, query: str, limit: int = 20) -> list[str]:
-        """Class names containing ``query`` (case-insensitive), prefix matches first."""
-        return self.slot.predictor.search_classes(query or "", limit=limit)
+        """Class names containing ``query`` (case-insensitive), prefix matches first (1 to 100)."""
+        return self.slot.predictor.search_classes(query or "", limit=min(max(int(limit), 1), 100))
 
     def class_choices(self) -> list[tuple[str, str]]:
         """(label, name) pairs for the class picker; expert-range priors are marked."""
@@ -235,8 +235,8 @@ class Handlers:
             for n in sorted(predictor.class_names)
         ]
 
-    def _range_grid(self, class_name: str) -> np.ndarray:
-        predictor = self.slot.predictor
+    @staticmethod
+    def _range_grid(predictor: Predictor, class_name: str) -> np.ndarray:
         if not class_name:
             raise ValueError("pick a class to see its range")
         try:
@@ -256,7 +256,10 @@ class Handlers:
         """Predicted range of one class over the globe as a heat layer (cells below
         ``threshold`` hidden) and a summary with the area above it."""
         threshold = self._check_threshold(threshold)
-        grid = self._range_grid(class_name)
+        if not np.isfinite(opacity):
+            raise ValueError(f"opacity must be a number in [0, 1], got {opacity}")
+        predictor = self.slot.predictor  # read once: a model swap mid-request cannot mix models
+        grid = self._range_grid(predictor, class_name)
         name = readable_class_name(class_name)
         heat = HeatLayer(
             png_data_uri(colorize(grid, threshold)),
@@ -268,7 +271,7 @@ class Handlers:
             f"**{name}**: prior ≥ {threshold:.2f} over {area / 1e6:.2f} million km² "
             f"(maximum {grid.max():.3f} on a {RANGE_STEP_DEG:g}° grid)."
         )
-        if class_name in self.slot.predictor.expert_range_species:
+        if class_name in predictor.expert_range_species:
             summary += f"\n\n⚠️ This prior {EXPERT_NOTE}."
         return RangeView(class_name, heat, summary)
 
@@ -286,14 +289,17 @@ class Handlers:
         """Write the range as a PNG (over the basemap) and as GeoJSON polygons of the cells
         with prior ≥ ``threshold``; returns their paths (in a new folder of ``work_dir``)."""
         threshold = self._check_threshold(threshold)
-        grid = self._range_grid(class_name)
-        folder = Path(tempfile.mkdtemp(prefix="range-", dir=self.work_dir))
+        predictor = self.slot.predictor
+        grid = self._range_grid(predictor, class_name)
+        # One file pair per (class, threshold, model): a repeated export overwrites, not piles up.
         stem = f"{_safe_name(class_name)}_range_t{threshold:.2f}"
+        folder = self.work_dir / f"range-{id(predictor):x}"
+        folder.mkdir(parents=True, exist_ok=True)
         png_path, geojson_path = folder / f"{stem}.png", folder / f"{stem}.geojson"
         composite(self._basemap_image(), colorize(grid, threshold)).save(png_path)
         properties = {
             "class": class_name,
-            "expert_range": class_name in self.slot.predictor.expert_range_species,
+            "expert_range": class_name in predictor.expert_range_species,
             "source": "CSP location prior (predicted, thresholded)",
         }
         geojson_path.write_text(range_geojson(grid, threshold, properties), encoding="utf-8")
@@ -368,10 +374,17 @@ class Handlers:
             country = self.countries.name_at(lon, lat)
             where = f"{format_location(lon, lat)} ({country or 'open water'})"
             marker = Marker(lon, lat, where)
-            moved_text = (
-                f"{len(result.moved)} class(es) changed rank" if result.moved else "no class changed rank"
-            )
-            notes.insert(0, f"Re-ranked by the location prior at {where}: {moved_text}.")
+            if not predictor.species_link:
+                notes.insert(
+                    0,
+                    f"At {where}: no image class is linked to a species of the loaded prior, so "
+                    "the scores are the image classifier's.",
+                )
+            else:
+                moved_text = (
+                    f"{len(result.moved)} class(es) changed rank" if result.moved else "no class changed rank"
+                )
+                notes.insert(0, f"Re-ranked by the location prior at {where}: {moved_text}.")
         geo_aware = pd.DataFrame(geo_rows, columns=GEO_COLUMNS)
         return ClassificationView(image_only, geo_aware, moved, " ".join(notes), marker)
 
@@ -389,7 +402,7 @@ class Handlers:
         if not predictor.has_image_to_location:
             raise ValueError("the loaded model has no pre-trained CSP image-location model")
         grid = predictor.image_location_map(photo.image, step_deg=WHERE_STEP_DEG)
-        places = top_places(grid, int(n_places))
+        places = top_places(grid, min(max(int(n_places), 1), MAX_PLACES))
         names = self.countries.names_at(np.array([p[:2] for p in places]))
         table = pd.DataFrame(
             [
@@ -398,9 +411,12 @@ class Handlers:
             ],
             columns=PLACE_COLUMNS,
         )
-        # Square-root scale relative to the peak, cells under 1% of it hidden: the mass of such
-        # a map sits in a few cells, and a linear scale would veil the globe in near-zero colour.
-        relative = np.sqrt(grid / grid.max())
+        # Drawn as density (mass / cell area), so an equally good match looks equally strong at
+        # 60 N as at the equator; square-root scale relative to the peak, cells under 1% of it
+        # hidden: the mass sits in a few cells and a linear scale would veil the globe.
+        cos_lat = np.cos(np.deg2rad(lonlat_grid(WHERE_STEP_DEG)[:, :1, 1]))
+        density = grid / np.clip(cos_lat, 1e-6, None)
+        relative = np.sqrt(density / density.max())
         heat = HeatLayer(
             png_data_uri(colorize(relative, WHERE_HIDE_BELOW)),
             Legend("p(location | image), √ relative to peak", "0", "peak"),

@@ -8,6 +8,7 @@ session, so a page that is reloaded attaches to the run in progress.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -149,6 +150,8 @@ class TrainingManager:
                     start_new_session=True,  # its own process group, cancelled as a whole
                 )
             self._run_dir, self._epochs, self._cancelled = run_dir, int(epochs), False
+            # Reap the child as soon as it exits, whether or not anyone polls (no zombie).
+            threading.Thread(target=self._process.wait, daemon=True).start()
         return self.status()
 
     def status(self) -> RunStatus:
@@ -188,14 +191,24 @@ class TrainingManager:
         """
         with self._lock:
             process = self._process
-            if process is not None and process.poll() is None:
+            running = process is not None and process.poll() is None
+            if running:
                 self._cancelled = True
-                _stop(process, timeout)
+        if running:
+            _stop(process, timeout)  # outside the lock: status() of other sessions stays responsive
         return self.status()
 
     def close(self) -> None:
         """Stop a run in progress (call at app exit)."""
         self.cancel(timeout=5.0)
+
+
+def app_training_manager(cwd: Path) -> TrainingManager:
+    """The app's manager: each child uses one torch thread (the server keeps the other core),
+    and a run still in progress is stopped when the app exits."""
+    manager = TrainingManager(cwd, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    atexit.register(manager.close)
+    return manager
 
 
 def _stop(process: subprocess.Popen, timeout: float) -> None:

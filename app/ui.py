@@ -36,7 +36,7 @@ from app.model import ModelSlot
 from app.presets import ENCODINGS, LABEL_FRACTIONS, MAX_EPOCHS, OBJECTIVES
 from app.static import REPO_ROOT, StaticAssets, register_static_paths
 from app.train_handlers import TrainingHandlers, TrainingView, empty_curve
-from app.training import TrainingManager
+from app.training import TrainingManager, app_training_manager
 from csp.predictor import Predictor
 
 CHOSEN_LOCATION = "Location chosen on the map or typed (not read from the photo)."
@@ -109,7 +109,7 @@ def build_app(
     slot = ModelSlot(predictor, model_dir)
     handlers = Handlers(slot, CountryLookup(assets.countries), assets.blue_marble, Path(work_dir))
     if training is None:
-        training = TrainingManager(REPO_ROOT, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+        training = app_training_manager(REPO_ROOT)
     trainer = TrainingHandlers(training, slot, runs_dir or REPO_ROOT / "runs" / "app", python)
     map_page = render_map_page(assets)
 

@@ -88,6 +88,7 @@ class Predictor:
         species_link: ``{image class index: prior class index}``.
         expert_range_species: classes whose prior rests partly on expert-range pseudo-presences.
         cosine_similarity: the CSP model was trained on cosine similarities (``normalize``).
+        temperature: the CSP model's in-batch temperature (its logits are divided by it).
         device: where the models run.
     """
 
@@ -101,6 +102,7 @@ class Predictor:
         species_link: dict[int, int] | None = None,
         expert_range_species: set[str] | None = None,
         cosine_similarity: bool = False,
+        temperature: float = 1.0,
         device: str | torch.device = "cpu",
     ) -> None:
         if prior_model.class_emb is None or prior_model.num_classes != len(class_names):
@@ -117,6 +119,7 @@ class Predictor:
         self.species_link = dict(species_link or {})
         self.expert_range_species = set(expert_range_species or ())
         self.cosine_similarity = cosine_similarity
+        self.temperature = temperature
         self._grid_embeddings = lru_cache(maxsize=4)(self._grid_embeddings_uncached)
 
     # --- construction ---------------------------------------------------------------------
@@ -132,14 +135,14 @@ class Predictor:
         directory = Path(directory)
         prior_model, meta = _load_prior(directory / PRIOR_DIR, device)
         csp_model = None
-        cosine = False
+        loss: dict = {}
         image_encoder_name = meta.image_encoder
         if (directory / CSP_DIR).is_dir():
             loaded, csp_meta = load_checkpoint(directory / CSP_DIR, map_location=device)
             if isinstance(loaded, LocationImageEncoder) and loaded.image_projection is not None:
                 csp_model = loaded
                 image_encoder_name = csp_meta.image_encoder or image_encoder_name
-                cosine = bool(csp_meta.train.get("config", {}).get("loss", {}).get("normalize"))
+                loss = csp_meta.train.get("config", {}).get("loss", {})
         image_encoder = None
         species_link: dict[int, int] = {}
         if load_image_encoder and image_encoder_name:
@@ -157,7 +160,8 @@ class Predictor:
             image_encoder=image_encoder,
             species_link=species_link,
             expert_range_species=set(meta.train.get("expert_range_species", [])),
-            cosine_similarity=cosine,
+            cosine_similarity=bool(loss.get("normalize", False)),
+            temperature=float(loss.get("temperature", 1.0)),
             device=device,
         )
 
@@ -179,6 +183,7 @@ class Predictor:
             species_link=link,
             expert_range_species=set(meta.train.get("expert_range_species", [])),
             cosine_similarity=self.cosine_similarity,
+            temperature=self.temperature,
             device=self.device,
         )
 
@@ -242,13 +247,18 @@ class Predictor:
             raise RuntimeError("this predictor was loaded without an image encoder")
         return self.image_encoder
 
-    def geo_reweight(self, image_probs: np.ndarray, lonlat: tuple[float, float]) -> np.ndarray:
-        """Re-weight ``(K,)`` image probabilities of linked classes by the prior at ``lonlat``."""
+    def geo_reweight(
+        self, image_probs: np.ndarray, lonlat: tuple[float, float], prior: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Re-weight ``(K,)`` image probabilities of linked classes by the prior at ``lonlat``
+        (``prior``: the ``(C,)`` prior there, if already computed)."""
         scores = image_probs.astype(np.float64).copy()
         if not self.species_link:
             return scores
         image_idx = np.fromiter(self.species_link.keys(), dtype=np.int64)
-        prior = self.prior(np.array([lonlat]))[0][list(self.species_link.values())]
+        if prior is None:
+            prior = self.prior(np.array([lonlat]))[0]
+        prior = prior[list(self.species_link.values())]
         mass = scores[image_idx].sum()
         weighted = scores[image_idx] * prior
         if mass > 0 and weighted.sum() > 0:
@@ -267,11 +277,10 @@ class Predictor:
         image_top = _top(image_probs, names, k)
         if lonlat is None:
             return GeoClassification(image_top, image_top, None, [])
-        self._tensor(np.array(lonlat))  # validates
-        geo = self.geo_reweight(image_probs, lonlat)
+        prior = self.prior(np.array([lonlat]))[0]  # validates the location
+        geo = self.geo_reweight(image_probs, lonlat, prior)
         geo_top = _top(geo, names, k)
         before, after = _ranks(image_probs), _ranks(geo)
-        prior = self.prior(np.array([lonlat]))[0]
         moved = []
         for index in sorted({s.index for s in image_top} | {s.index for s in geo_top}):
             if before[index] != after[index] and index in self.species_link:
@@ -281,7 +290,13 @@ class Predictor:
 
     @torch.inference_mode()
     def image_location_map(self, image: Image.Image, step_deg: float = 2.0) -> np.ndarray:
-        """Where could this be: softmax over the globe of <e(x), W f(I)>, ``(H, W)``, sums to 1."""
+        """Where could this be: p(location | image) as probability mass per grid cell.
+
+        ``softmax_x(<e(x), W f(I)> / tau + log area(x))`` over the cell centres x of a
+        ``step_deg`` grid, ``(H, W)`` rows north -> south, summing to 1. The area term
+        (cos latitude) makes it a distribution over the sphere; divide by ``cos(lat)`` to get
+        the density (match strength per unit area) for drawing on a map.
+        """
         encoder = self._require_image_encoder()
         if self.csp_model is None:
             raise RuntimeError("this model directory has no pre-trained CSP model (csp/)")
@@ -290,7 +305,7 @@ class Predictor:
         embeddings = self._grid_embeddings(float(step_deg), CSP_DIR)
         if self.cosine_similarity:
             query, embeddings = F.normalize(query, dim=-1), F.normalize(embeddings, dim=-1)
-        logits = embeddings @ query
+        logits = embeddings @ query / self.temperature
         height = round(180 / step_deg)
         # Weight each cell by its area (cos lat) so the map is a distribution over the sphere.
         lat = torch.from_numpy(lonlat_grid(step_deg)[:, 0, 1]).to(self.device)

@@ -32,6 +32,7 @@ from app.model import ModelSlot
 from app.photos import PhotoError, load_photo
 from app.static import StaticAssets
 from csp.checkpoint import CheckpointError, describe_model, save_checkpoint
+from csp.geo import lonlat_grid
 from csp.models import LocationEncoder, LocationEncoderConfig
 
 
@@ -166,8 +167,10 @@ def test_export_range_writes_png_and_polygons_where_the_species_lives(handlers):
     box = shapely.box(lon0, lat0, lon1, lat1)
     assert shape.intersection(box).area > 0.5 * box.area  # covers most of where it was observed
     assert shape.intersection(box).area > 0.5 * shape.area  # and lies mostly there
+    files_before = sorted(handlers.work_dir.rglob("*"))
     again_png, _ = handlers.export_range("Elephas maximus", threshold=0.5)
-    assert again_png != png and png.exists()  # each export gets its own folder
+    assert again_png == png and png.exists()  # the same export is rewritten, not piled up
+    assert sorted(handlers.work_dir.rglob("*")) == files_before
 
 
 # --- photo: geo-aware classification --------------------------------------------------------
@@ -259,9 +262,12 @@ def test_where_lists_places_and_shows_the_photo_gps(handlers, app_predictor, gps
     assert list(view.places.columns) == PLACE_COLUMNS and len(view.places) == 4
     assert view.places[PLACE_COLUMNS[-1]].is_monotonic_decreasing
     assert _png_shape(view.heat.image_uri) == (90, 180, 4)
-    grid = app_predictor.image_location_map(load_photo(gps_photo).image, step_deg=2.0)
+    mass = app_predictor.image_location_map(load_photo(gps_photo).image, step_deg=2.0)
+    # The map shows density (mass per unit area): cells below 1% of its peak are hidden.
+    density = mass / np.cos(np.deg2rad(lonlat_grid(2.0)[:, :1, 1]))
     alpha = _decode(view.heat.image_uri)[..., 3]
-    assert (alpha[grid < 0.0099 * grid.max()] == 0).all() and (alpha[grid > 0.0101 * grid.max()] > 0).all()
+    peak = density.max()
+    assert (alpha[density < 0.0099 * peak] == 0).all() and (alpha[density > 0.0101 * peak] > 0).all()
     assert view.photo_marker.lat == pytest.approx(-1.29) and "EXIF" in view.photo_marker.label
     assert view.message.startswith("Most likely around") and "km from the top place" in view.message
 
