@@ -245,7 +245,10 @@ def build_app(
 
     # --- layout and events ----------------------------------------------------------------
 
-    with gr.Blocks(title="CSP: geo-aware vision", analytics_enabled=False) as demo:
+    # delete_cache: every hour, drop uploaded photos (they carry GPS) older than an hour.
+    with gr.Blocks(
+        title="CSP: geo-aware vision", analytics_enabled=False, delete_cache=(3600, 3600)
+    ) as demo:
         gr.Markdown(
             "# CSP: where is it likely, and what is it?\n"
             "Location priors and geo-aware classification with a Contrastive Spatial "
