@@ -13,17 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import write_gps_photo
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from app.screenshots import CHROMIUM as SCREENSHOT_CHROMIUM
+from app.screenshots import CHROMIUM_ARGS
+
+CHROMIUM = Path(SCREENSHOT_CHROMIUM)
 TEXT = "textarea, input"
 
 pytestmark = [
