@@ -45,6 +45,12 @@ def bench_config() -> PretrainConfig:
     return load_config(PretrainConfig, "csp-mc-bld", ["runtime.progress=false", "runtime.device=cpu"])
 
 
+def matmul_gflops(repeats: int) -> float:
+    """This CPU's float32 matrix-multiply rate (2048^3), the compute ceiling of a step."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    return 2 * 2048**3 / median_seconds(lambda: a @ b, repeats) / 1e9
+
+
 def bench_step(repeats: int) -> float:
     config = bench_config()
     model = LocationImageEncoder(config.model, image_dim=2048, objective="mc")
@@ -120,7 +126,13 @@ def main() -> None:
     bench_encodings(65_536, repeats)
     step = bench_step(repeats * 3)
     rate = bench_trainer(20_480 if args.quick else 61_440, 3)
-    ceiling = 14_000
+    gflops = matmul_gflops(repeats)
+    measured_ceiling = gflops * 1e9 / FLOP_PER_PAIR
+    print(
+        f"\nmatmul {gflops:.0f} GFLOP/s -> ceiling {measured_ceiling:,.0f} pairs/s on this CPU; "
+        f"trainer / that ceiling: {rate / measured_ceiling:.2f}"
+    )
+    ceiling = 14_000  # the issue's estimate, from 110-125 GFLOP/s
     print(
         f"step rate / ceiling ({ceiling:,} pairs/s): {1024 / step / ceiling:.2f}; "
         f"trainer rate / ceiling: {rate / ceiling:.2f}; trainer / reference (4,450): {rate / 4450:.2f}x"
