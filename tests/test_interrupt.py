@@ -44,6 +44,14 @@ def _command(csv_path: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+def _epoch_running(out: Path) -> int:
+    """Index of the epoch in progress, from the run's status file (-1 before it exists)."""
+    try:
+        return int(json.loads((out / "status.json").read_text())["epoch"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return -1
+
+
 def _epochs_logged(out: Path) -> int:
     log = out / "metrics.jsonl"
     return len(log.read_text().splitlines()) if log.exists() else 0
@@ -51,7 +59,7 @@ def _epochs_logged(out: Path) -> int:
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
-    csv_path = write_species_csv(tmp_path / "species.csv", per_species=400)
+    csv_path = write_species_csv(tmp_path / "species.csv", per_species=2000)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     reference = subprocess.run(
         _command(csv_path, tmp_path / "ref"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
@@ -63,10 +71,9 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
         _command(csv_path, run), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 240
-    while _epochs_logged(run) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    time.sleep(0.3)  # well inside the third epoch
-    process.send_signal(signal.SIGKILL)
+    while _epoch_running(run) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # the third epoch (index 2) has just started
     process.wait(timeout=30)
     assert 2 <= _epochs_logged(run) < 4, "the kill must land before the run finished"
     assert json.loads((run / "status.json").read_text())["state"] == "running"
