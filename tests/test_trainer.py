@@ -39,6 +39,22 @@ def _pretrain_config(out, epochs=6, extra=()):
     )
 
 
+def _sup_only_config(tmp_path, per_species=60, extra=()):
+    """Sup.-only fine-tuning of the small model on generated species observations."""
+    csv_path = write_species_csv(tmp_path / "species.csv", per_species=per_species)
+    return load_config(
+        FinetuneConfig,
+        "sup-only",
+        [
+            *SMALL_MODEL,
+            f"runtime.out_dir={tmp_path / 'ft'}",
+            f"data.csv={csv_path}",
+            "data.clean=false",
+            *extra,
+        ],
+    )
+
+
 def test_pretraining_lowers_the_contrastive_loss_and_learns_retrieval(tmp_path):
     config = _pretrain_config(tmp_path / "pre")
     result = run_pretrain(config, pairs=pairs())
@@ -56,20 +72,7 @@ def test_pretraining_lowers_the_contrastive_loss_and_learns_retrieval(tmp_path):
 
 
 def test_finetuning_beats_chance_and_evaluate_uses_the_same_split(tmp_path):
-    csv_path = write_species_csv(tmp_path / "species.csv")
-    config = load_config(
-        FinetuneConfig,
-        "sup-only",
-        [
-            *SMALL_MODEL,
-            f"runtime.out_dir={tmp_path / 'ft'}",
-            f"data.csv={csv_path}",
-            "data.clean=false",
-            "optim.epochs=15",
-            "optim.batch_size=64",
-            "optim.lr=0.01",
-        ],
-    )
+    config = _sup_only_config(tmp_path, extra=["optim.epochs=15", "optim.batch_size=64", "optim.lr=0.01"])
     result = run_finetune(config)
     model, meta = load_checkpoint(result.best_dir)
     assert isinstance(model, LocationEncoder)
@@ -171,18 +174,8 @@ def test_overrides_are_converted_to_the_field_types():
 
 
 def test_resuming_an_early_stopped_run_trains_no_further(tmp_path):
-    csv_path = write_species_csv(tmp_path / "species.csv")
-    overrides = [
-        *SMALL_MODEL,
-        f"runtime.out_dir={tmp_path / 'ft'}",
-        f"data.csv={csv_path}",
-        "data.clean=false",
-        "optim.epochs=40",
-        "optim.batch_size=64",
-        "optim.lr=0.0",
-        "optim.patience=2",
-    ]
-    config = load_config(FinetuneConfig, "sup-only", overrides)
+    overrides = ["optim.epochs=40", "optim.batch_size=64", "optim.lr=0.0", "optim.patience=2"]
+    config = _sup_only_config(tmp_path, extra=overrides)
     first = run_finetune(config)
     assert len(first.history) == 3  # lr 0: no improvement after the first epoch
     again = run_finetune(config, resume=True)
@@ -203,19 +196,7 @@ def test_far_from_uses_great_circle_kilometres():
 
 def test_finetune_on_classes_too_small_for_a_validation_split(tmp_path):
     # Two observations per species: none is held out, so there is no validation split.
-    csv_path = write_species_csv(tmp_path / "tiny.csv", per_species=2)
-    config = load_config(
-        FinetuneConfig,
-        "sup-only",
-        [
-            *SMALL_MODEL,
-            f"runtime.out_dir={tmp_path / 'ft'}",
-            f"data.csv={csv_path}",
-            "data.clean=false",
-            "optim.epochs=3",
-            "optim.batch_size=4",
-        ],
-    )
+    config = _sup_only_config(tmp_path, per_species=2, extra=["optim.epochs=3", "optim.batch_size=4"])
     result = run_finetune(config)
     assert [r["val_score"] for r in result.history] == [1.0, 2.0, 3.0]
     assert result.best_dir.resolve() == result.last_dir.resolve()  # the last epoch is kept
