@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from csp.geo import lonlat_grid
+
 
 def sample_sphere(
     shape: tuple[int, ...] | int,
@@ -52,15 +54,10 @@ class LandMask:
         import geopandas as gpd
         import shapely
 
-        frame = gpd.read_file(path)
-        land = shapely.union_all(frame.geometry.values)
-        height = round(180.0 / step_deg)
-        lats = 90.0 - (np.arange(height) + 0.5) * step_deg
-        lons = -180.0 + (np.arange(2 * height) + 0.5) * step_deg
-        grid_lon, grid_lat = np.meshgrid(lons, lats)
+        land = shapely.union_all(gpd.read_file(path).geometry.values)
         shapely.prepare(land)
-        inside = shapely.contains_xy(land, grid_lon.ravel(), grid_lat.ravel())
-        return cls(inside.reshape(height, 2 * height))
+        grid = lonlat_grid(step_deg)
+        return cls(shapely.contains_xy(land, grid[..., 0], grid[..., 1]))
 
     def to(self, device: torch.device | str) -> LandMask:
         moved = LandMask.__new__(LandMask)
