@@ -42,7 +42,6 @@ a flag saying so and never present them as records.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 import zlib
@@ -56,6 +55,7 @@ import pandas as pd
 import shapely
 from pyproj import Geod
 
+from csp.datasets._files import read_fixed_table
 from csp.geo import EARTH_RADIUS_KM, haversine_km, validate_lonlat
 
 RULES = ("zoo", "range_outlier", "expert_range")
@@ -109,37 +109,24 @@ def load_native_ranges(path: str | Path) -> dict[str, NativeRange]:
     be non-empty. Raises FileNotFoundError for a missing file and ValueError naming the file
     and line for a wrong header, a bad ISO code, a duplicate species or an empty source.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"native range table not found: {path}")
     ranges: dict[str, NativeRange] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != NATIVE_RANGE_COLUMNS:
-            raise ValueError(
-                f"{path}: header must be {','.join(NATIVE_RANGE_COLUMNS)}, "
-                f"got {','.join(reader.fieldnames or ())}"
-            )
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if None in row or any(value is None for value in row.values()):
-                raise ValueError(f"{where}: expected {len(NATIVE_RANGE_COLUMNS)} fields")
-            species = row["species"].strip()
-            iso = _split_list(row["native_iso_a3"])
-            continents = _split_list(row["native_continents"])
-            source = row["source"].strip()
-            if not species:
-                raise ValueError(f"{where}: empty species")
-            if species in ranges:
-                raise ValueError(f"{where}: duplicate species {species!r}")
-            bad = [code for code in iso if not _ISO_RE.match(code)]
-            if bad:
-                raise ValueError(f"{where}: {species}: invalid ISO-A3 code(s) {bad}")
-            if not iso and not continents:
-                raise ValueError(f"{where}: {species}: no native country or continent")
-            if not source:
-                raise ValueError(f"{where}: {species}: empty source")
-            ranges[species] = NativeRange(species, iso, continents, source)
+    for where, _, row in read_fixed_table(path, NATIVE_RANGE_COLUMNS, "native range table"):
+        species = row["species"].strip()
+        iso = _split_list(row["native_iso_a3"])
+        continents = _split_list(row["native_continents"])
+        source = row["source"].strip()
+        if not species:
+            raise ValueError(f"{where}: empty species")
+        if species in ranges:
+            raise ValueError(f"{where}: duplicate species {species!r}")
+        bad = [code for code in iso if not _ISO_RE.match(code)]
+        if bad:
+            raise ValueError(f"{where}: {species}: invalid ISO-A3 code(s) {bad}")
+        if not iso and not continents:
+            raise ValueError(f"{where}: {species}: no native country or continent")
+        if not source:
+            raise ValueError(f"{where}: {species}: empty source")
+        ranges[species] = NativeRange(species, iso, continents, source)
     return ranges
 
 
@@ -608,8 +595,7 @@ def summarise(report: CleaningReport) -> str:
     lines = [f"{'rule':<14} {'dropped':>8} {'only':>6}  criterion"]
     for k, result in enumerate(report.rules):
         lines.append(
-            f"{result.rule:<14} {int(flags[:, k].sum()):>8} {int(only[:, k].sum()):>6}  "
-            f"{result.reason}"
+            f"{result.rule:<14} {int(flags[:, k].sum()):>8} {int(only[:, k].sum()):>6}  {result.reason}"
         )
     dropped = int((~report.keep).sum())
     all_species = pd.unique(report.labels)
@@ -659,8 +645,7 @@ def sample_pseudo_presences(
     unknown = sorted(set(codes) - set(countries_gdf["iso_a3"]))
     if not codes or unknown:
         raise ValueError(
-            f"pseudo-presences for {species}: need known ISO-A3 codes, got {codes} "
-            f"(unknown: {unknown})"
+            f"pseudo-presences for {species}: need known ISO-A3 codes, got {codes} (unknown: {unknown})"
         )
     selected = countries_gdf[countries_gdf["iso_a3"].isin(codes)]
     parts = selected.geometry.explode(index_parts=False).to_numpy()
@@ -669,9 +654,7 @@ def sample_pseudo_presences(
     areas = np.array([abs(geod.geometry_area_perimeter(part)[0]) for part in parts])
     rng = np.random.default_rng([seed, zlib.crc32(species.encode("utf-8"))])
     counts = rng.multinomial(n, areas / areas.sum())
-    samples = [
-        _sample_in_polygon(part, k, rng) for part, k in zip(parts, counts, strict=True) if k > 0
-    ]
+    samples = [_sample_in_polygon(part, k, rng) for part, k in zip(parts, counts, strict=True) if k > 0]
     if not samples:
         return np.zeros((0, 2), dtype=np.float32)
     return np.concatenate(samples).astype(np.float32)

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from csp.datasets._files import read_fixed_table
+
 LINK_COLUMNS = ("imagenet_index", "imagenet_name", "species", "match", "note")
 MATCH_KINDS = ("exact", "spelling", "synonym")
 N_IMAGENET_CLASSES = 1000
@@ -40,9 +42,7 @@ class LinkRow:
     note: str = ""
 
 
-def _parse_row(row: dict[str, str | None], where: str) -> LinkRow:
-    if None in row or any(value is None for value in row.values()):
-        raise ValueError(f"{where}: expected {len(LINK_COLUMNS)} fields")
+def _parse_row(row: dict[str, str], where: str) -> LinkRow:
     values = {key: (value or "").strip() for key, value in row.items()}
     try:
         index = int(values["imagenet_index"])
@@ -56,13 +56,10 @@ def _parse_row(row: dict[str, str | None], where: str) -> LinkRow:
         raise ValueError(f"{where}: empty imagenet_name")
     if not _SPECIES_RE.match(values["species"]):
         raise ValueError(
-            f"{where}: species must be a scientific name like 'Genus epithet', "
-            f"got {values['species']!r}"
+            f"{where}: species must be a scientific name like 'Genus epithet', got {values['species']!r}"
         )
     if values["match"] not in MATCH_KINDS:
-        raise ValueError(
-            f"{where}: match must be one of {', '.join(MATCH_KINDS)}, got {values['match']!r}"
-        )
+        raise ValueError(f"{where}: match must be one of {', '.join(MATCH_KINDS)}, got {values['match']!r}")
     if values["match"] != "exact" and not values["note"]:
         raise ValueError(f"{where}: a {values['match']} link needs a note saying why")
     return LinkRow(index, values["imagenet_name"], values["species"], values["match"], values["note"])
@@ -77,28 +74,17 @@ def read_species_link(path: str | Path) -> list[LinkRow]:
             a non-integer or out-of-range or repeated ``imagenet_index``, an empty name, a
             species that is not a scientific name, an unknown ``match`` or a missing note.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"species link table not found: {path}")
     rows: list[LinkRow] = []
     seen: dict[int, int] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != LINK_COLUMNS:
+    for where, line, raw in read_fixed_table(path, LINK_COLUMNS, "species link table"):
+        row = _parse_row(raw, where)
+        if row.imagenet_index in seen:
             raise ValueError(
-                f"{path}: header must be {','.join(LINK_COLUMNS)}, "
-                f"got {','.join(reader.fieldnames or ()) or 'nothing'}"
+                f"{where}: imagenet_index {row.imagenet_index} already linked on line "
+                f"{seen[row.imagenet_index]}"
             )
-        for raw in reader:
-            where = f"{path}:{reader.line_num}"
-            row = _parse_row(raw, where)
-            if row.imagenet_index in seen:
-                raise ValueError(
-                    f"{where}: imagenet_index {row.imagenet_index} already linked on line "
-                    f"{seen[row.imagenet_index]}"
-                )
-            seen[row.imagenet_index] = reader.line_num
-            rows.append(row)
+        seen[row.imagenet_index] = line
+        rows.append(row)
     return rows
 
 
@@ -111,9 +97,7 @@ def write_species_link(rows: Iterable[LinkRow], path: str | Path) -> None:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(LINK_COLUMNS)
         for row in ordered:
-            writer.writerow(
-                [row.imagenet_index, row.imagenet_name, row.species, row.match, row.note]
-            )
+            writer.writerow([row.imagenet_index, row.imagenet_name, row.species, row.match, row.note])
 
 
 def load_species_link(path: str | Path, class_names: Sequence[str]) -> dict[int, int]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,29 @@ def require_file(path: str | Path, what: str) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"{what} not found: {p}")
     return p
+
+
+def read_fixed_table(
+    path: str | Path, columns: tuple[str, ...], what: str
+) -> Iterator[tuple[str, int, dict[str, str]]]:
+    """Rows of a CSV with exactly the header ``columns``, as ``(where, line, row)``.
+
+    ``where`` is ``"<path>:<line>"`` for error messages. Raises FileNotFoundError naming
+    ``what`` for a missing file, and ValueError for another header or a row with missing fields.
+    """
+    p = require_file(path, what)
+    with p.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != columns:
+            raise ValueError(
+                f"{p}: header must be {','.join(columns)}, "
+                f"got {','.join(reader.fieldnames or ()) or 'nothing'}"
+            )
+        for row in reader:
+            where = f"{p}:{reader.line_num}"
+            if None in row or any(value is None for value in row.values()):
+                raise ValueError(f"{where}: expected {len(columns)} fields")
+            yield where, reader.line_num, row
 
 
 def load_json(path: str | Path, what: str) -> Any:
