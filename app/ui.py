@@ -41,6 +41,7 @@ from csp.predictor import Predictor
 
 CHOSEN_LOCATION = "Location chosen on the map or typed (not read from the photo)."
 MODEL_CONCURRENCY = "model"  # image encoder / global grids: one at a time on 2 cores
+ONE_MODEL_JOB = {"concurrency_id": MODEL_CONCURRENCY, "concurrency_limit": 1}
 SATELLITE_NOTE = (
     "The shipped default was pre-trained (CSP, self-supervised) on **satellite imagery**: "
     "chips of the NASA Blue Marble mosaic paired with their locations. It matches what a "
@@ -429,16 +430,14 @@ def build_app(
             range_inputs,
             [range_summary, layers_map],
             api_name="range",
-            concurrency_id=MODEL_CONCURRENCY,
-            concurrency_limit=1,
+            **ONE_MODEL_JOB,
         ).then(_push_layers, layers_map, map_prior, api_visibility="private")
         threshold.release(
             show_range,
             range_inputs,
             [range_summary, layers_map],
             api_visibility="private",
-            concurrency_id=MODEL_CONCURRENCY,
-            concurrency_limit=1,
+            **ONE_MODEL_JOB,
         ).then(_push_layers, layers_map, map_prior, api_visibility="private")
         opacity.release(set_opacity, [opacity, layers_map], layers_map, api_visibility="private").then(
             _push_layers, layers_map, map_prior, api_visibility="private"
@@ -448,8 +447,7 @@ def build_app(
             [range_class, threshold],
             [range_png, range_geojson],
             api_name="range_export",
-            concurrency_id=MODEL_CONCURRENCY,
-            concurrency_limit=1,
+            **ONE_MODEL_JOB,
         ).success(
             lambda: (gr.File(visible=True), gr.File(visible=True)),
             None,
@@ -466,24 +464,21 @@ def build_app(
             [photo, photo_location_box, layers_photo],
             classify_outputs,
             api_name="classify",
-            concurrency_id=MODEL_CONCURRENCY,
-            concurrency_limit=1,
+            **ONE_MODEL_JOB,
         ).then(_push_layers, layers_photo, map_photo, api_visibility="private")
         photo_location_box.submit(
             classify_at_typed,
             [photo, photo_location_box, layers_photo],
             [gps_message, *classify_outputs],
             api_visibility="private",
-            concurrency_id=MODEL_CONCURRENCY,
-            concurrency_limit=1,
+            **ONE_MODEL_JOB,
         ).then(_push_layers, layers_photo, map_photo, api_visibility="private")
         map_photo.select(
             classify_from_click,
             [photo, layers_photo],
             [photo_location_box, gps_message, *classify_outputs],
             api_visibility="private",
-            concurrency_id=MODEL_CONCURRENCY,
-            concurrency_limit=1,
+            **ONE_MODEL_JOB,
         )
         photo.clear(
             lambda: ("", "", None, "", _empty(SCORE_COLUMNS), _empty(GEO_COLUMNS), _empty(MOVED_COLUMNS)),
@@ -498,16 +493,14 @@ def build_app(
             [where_photo, n_places, layers_where],
             [where_message, places, layers_where],
             api_name="where",
-            concurrency_id=MODEL_CONCURRENCY,
-            concurrency_limit=1,
+            **ONE_MODEL_JOB,
         ).then(_push_layers, layers_where, map_where, api_visibility="private")
         n_places.release(
             where,
             [where_photo, n_places, layers_where],
             [where_message, places, layers_where],
             api_visibility="private",
-            concurrency_id=MODEL_CONCURRENCY,
-            concurrency_limit=1,
+            **ONE_MODEL_JOB,
         ).then(_push_layers, layers_where, map_where, api_visibility="private")
 
         # Train tab
