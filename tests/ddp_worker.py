@@ -1,7 +1,7 @@
 """Worker for the two-process DDP test: ``torchrun --nproc_per_node 2 tests/ddp_worker.py OUT``.
 
 Pre-trains on the generated pairs with the same settings as the single-process reference in
-``tests/test_distributed.py``.
+``tests/train/test_distributed.py``.
 """
 
 import sys

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import test_app_handlers
-import test_bad_input
+from tests.app import test_app_handlers
+from tests.app import test_bad_input
 from conftest import free_port, write_gps_photo
 from gradio_client import Client, handle_file
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from app.cli import MAX_FILE_SIZE, build_parser, main
 from app.static import DEFAULT_MODEL_DIR
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_are_local_and_explicit():

@@ -14,7 +14,7 @@ from tests.ddp_worker import config_for
 from tests.synthetic import pairs
 from train.pretrain import run_pretrain
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

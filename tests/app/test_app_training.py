@@ -210,12 +210,12 @@ def test_real_trainer_run_and_load(tmp_path, app_predictor, app_model_dir):
     checkpoint it wrote served through the slot."""
     import pandas as pd
 
-    data = pd.read_csv(Path(__file__).resolve().parent.parent / "assets/data/yfcc_inat2017_species.csv")
+    data = pd.read_csv(Path(__file__).resolve().parents[2] / "assets/data/yfcc_inat2017_species.csv")
     counts = data["label"].value_counts()
     species = sorted(counts[counts >= 10].index)[:150]  # real observations, 10 per species
     csv = tmp_path / "obs.csv"
     data[data["label"].isin(species)].to_csv(csv, index=False)
-    manager = TrainingManager(Path(__file__).resolve().parent.parent, env={"OMP_NUM_THREADS": "1"})
+    manager = TrainingManager(Path(__file__).resolve().parents[2], env={"OMP_NUM_THREADS": "1"})
     slot = ModelSlot(app_predictor, app_model_dir)
     handlers = TrainingHandlers(manager, slot, tmp_path / "runs", sys.executable)
     try:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_app_handlers
+from tests.app import test_app_handlers
 import torch
 from conftest import write_gps_photo
 from gradio_client import Client, handle_file
@@ -51,7 +51,7 @@ from train.evaluate import evaluate_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
 
-# The handler fixtures of tests/test_app_handlers.py, shared rather than copied.
+# The handler fixtures of tests/app/test_app_handlers.py, shared rather than copied.
 assets, countries, handlers = (
     test_app_handlers.assets,
     test_app_handlers.countries,

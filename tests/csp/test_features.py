@@ -26,7 +26,7 @@ from csp.features import (
 )
 from csp.image_encoder import ImageEncoder
 
-BLUE_MARBLE = Path(__file__).resolve().parents[1] / "assets/basemap/blue_marble_5400x2700.jpg"
+BLUE_MARBLE = Path(__file__).resolve().parents[2] / "assets/basemap/blue_marble_5400x2700.jpg"
 N_IMAGES = 18
 SHARD = 4  # -> 5 shards, the last one with 2 records
 

@@ -19,8 +19,8 @@ from csp.datasets import (
     read_precomputed,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ASSETS = ROOT / "assets" / "data"
 
 

@@ -25,7 +25,7 @@ from csp.cleaning import (
 )
 from csp.species_link import read_species_link
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COUNTRIES = ROOT / "assets" / "basemap" / "naturalearth_110m_countries.geojson"
 RANGES = ROOT / "assets" / "default" / "native_ranges.csv"
 LINK = ROOT / "assets" / "default" / "imagenet_species_link.csv"

@@ -14,7 +14,7 @@ import torch
 from csp.checkpoint import load_checkpoint
 from tests.synthetic import write_species_csv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _command(csv_path: Path, out: Path, *extra: str) -> list[str]:

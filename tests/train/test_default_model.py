@@ -7,7 +7,7 @@ import pytest
 
 from csp.predictor import Predictor
 
-DEFAULT = Path(__file__).resolve().parents[1] / "assets" / "default"
+DEFAULT = Path(__file__).resolve().parents[2] / "assets" / "default"
 
 # (place, (lon, lat), species expected higher, species expected lower)
 SAME_PLACE = [

@@ -10,7 +10,7 @@ from PIL import Image
 
 from csp.chips import ChipLoader, EquirectangularImage
 
-BLUE_MARBLE = Path(__file__).resolve().parents[1] / "assets/basemap/blue_marble_5400x2700.jpg"
+BLUE_MARBLE = Path(__file__).resolve().parents[2] / "assets/basemap/blue_marble_5400x2700.jpg"
 PX_PER_DEG = 15
 
 

@@ -24,7 +24,7 @@ from train.build_link import (
     read_species_names,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LINK = ROOT / "assets" / "default" / "imagenet_species_link.csv"
 SPECIES_CSV = ROOT / "assets" / "data" / "yfcc_inat2017_species.csv"
 HEADER = ",".join(LINK_COLUMNS) + "\n"

@@ -16,7 +16,7 @@ from PIL.TiffImagePlugin import IFDRational
 
 from csp.exif import GpsResult, capture_time_from_exif, gps_from_exif, read_gps
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PHOTOS = FIXTURES / "photos"
 G = ExifTags.GPS
 
