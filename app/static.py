@@ -12,9 +12,14 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BASEMAP_DIR = REPO_ROOT / "assets" / "basemap"
-DEFAULT_MODEL_DIR = REPO_ROOT / "assets" / "default"
+from csp.hub import ASSETS_DIR
+
+_CHECKOUT = Path(__file__).resolve().parent.parent
+# The checkout root; for an installed package (no app.py beside app/), the current directory,
+# so the Train tab's runs/ never land in site-packages.
+REPO_ROOT = _CHECKOUT if (_CHECKOUT / "app.py").is_file() else Path.cwd()
+BASEMAP_DIR = ASSETS_DIR / "basemap"
+DEFAULT_MODEL_DIR = ASSETS_DIR / "default"
 _LEAFLET_PACKAGE = "js_lib_leaflet"
 
 

@@ -16,13 +16,15 @@ from typing import Any, TypeVar
 
 import yaml
 
+from csp.hub import ASSETS_DIR
 from csp.losses import CSPLossConfig
 from csp.models import LocationEncoderConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-DEFAULT_SPECIES_CSV = "assets/data/yfcc_inat2017_species.csv"
-DEFAULT_NATIVE_RANGES = "assets/default/native_ranges.csv"
-DEFAULT_COUNTRIES = "assets/basemap/naturalearth_110m_countries.geojson"
+# Shipped files, found wherever the package lives (checkout or installed wheel).
+DEFAULT_SPECIES_CSV = str(ASSETS_DIR / "data" / "yfcc_inat2017_species.csv")
+DEFAULT_NATIVE_RANGES = str(ASSETS_DIR / "default" / "native_ranges.csv")
+DEFAULT_COUNTRIES = str(ASSETS_DIR / "basemap" / "naturalearth_110m_countries.geojson")
 
 
 @dataclass
