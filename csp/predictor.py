@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from csp.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
+from csp.checkpoint import META_FILE, CheckpointError, CheckpointMeta, describe_model, load_checkpoint
 from csp.geo import lonlat_grid, validate_lonlat
 from csp.models import LocationEncoder, LocationImageEncoder
 
@@ -90,6 +90,9 @@ class Predictor:
         cosine_similarity: the CSP model was trained on cosine similarities (``normalize``).
         temperature: the CSP model's in-batch temperature (its logits are divided by it).
         device: where the models run.
+        prior_meta, csp_meta: the checkpoint metadata the models were loaded with (kept so
+            :meth:`save_pretrained` writes them back unchanged; built from the models if None).
+        link_file: the species-link CSV the link was read from (copied by ``save_pretrained``).
     """
 
     def __init__(
@@ -104,6 +107,9 @@ class Predictor:
         cosine_similarity: bool = False,
         temperature: float = 1.0,
         device: str | torch.device = "cpu",
+        prior_meta: CheckpointMeta | None = None,
+        csp_meta: CheckpointMeta | None = None,
+        link_file: str | Path | None = None,
     ) -> None:
         if prior_model.class_emb is None or prior_model.num_classes != len(class_names):
             raise ValueError(
@@ -120,6 +126,12 @@ class Predictor:
         self.expert_range_species = set(expert_range_species or ())
         self.cosine_similarity = cosine_similarity
         self.temperature = temperature
+        self.prior_meta = prior_meta or describe_model(prior_model, class_names=self.class_names)
+        self.csp_meta = csp_meta
+        if self.csp_meta is None and csp_model is not None:
+            loss = {"temperature": temperature, "normalize": cosine_similarity}
+            self.csp_meta = describe_model(csp_model, train={"config": {"loss": loss}})
+        self.link_file = Path(link_file) if link_file is not None else None
         self._grid_embeddings = lru_cache(maxsize=4)(self._grid_embeddings_uncached)
 
     # --- construction ---------------------------------------------------------------------
@@ -127,32 +139,41 @@ class Predictor:
     @classmethod
     def from_directory(
         cls,
-        directory: str | Path = "assets/default",
+        directory: str | Path | None = None,
         device: str | torch.device = "cpu",
         load_image_encoder: bool = True,
     ) -> Predictor:
-        """Load a model directory (see module docstring)."""
+        """Load a model directory (see module docstring) or a bare prior checkpoint directory
+        (``model.json`` + ``model.safetensors``); None: the shipped default
+        (:func:`csp.hub.default_model_dir`, independent of the current directory)."""
+        if directory is None:
+            from csp.hub import default_model_dir
+
+            directory = default_model_dir()
         directory = Path(directory)
-        prior_model, meta = _load_prior(directory / PRIOR_DIR, device)
+        bare_checkpoint = (directory / META_FILE).is_file()
+        prior_model, meta = _load_prior(directory if bare_checkpoint else directory / PRIOR_DIR, device)
         csp_model = None
+        csp_meta = None
         loss: dict = {}
         image_encoder_name = meta.image_encoder
         if (directory / CSP_DIR).is_dir():
-            loaded, csp_meta = load_checkpoint(directory / CSP_DIR, map_location=device)
+            loaded, loaded_meta = load_checkpoint(directory / CSP_DIR, map_location=device)
             if isinstance(loaded, LocationImageEncoder) and loaded.image_projection is not None:
-                csp_model = loaded
-                image_encoder_name = csp_meta.image_encoder or image_encoder_name
-                loss = csp_meta.train.get("config", {}).get("loss", {})
+                csp_model, csp_meta = loaded, loaded_meta
+                image_encoder_name = loaded_meta.image_encoder or image_encoder_name
+                loss = loaded_meta.train.get("config", {}).get("loss", {})
         image_encoder = None
         species_link: dict[int, int] = {}
+        link_file = directory / LINK_FILE if (directory / LINK_FILE).is_file() else None
         if load_image_encoder and image_encoder_name:
             from csp.image_encoder import create_image_encoder
 
             image_encoder = create_image_encoder(image_encoder_name, device=device)
-            if (directory / LINK_FILE).is_file():
+            if link_file is not None:
                 from csp.species_link import load_species_link
 
-                species_link = load_species_link(directory / LINK_FILE, meta.class_names)
+                species_link = load_species_link(link_file, meta.class_names)
         return cls(
             prior_model,
             meta.class_names,
@@ -163,6 +184,9 @@ class Predictor:
             cosine_similarity=bool(loss.get("normalize", False)),
             temperature=float(loss.get("temperature", 1.0)),
             device=device,
+            prior_meta=meta,
+            csp_meta=csp_meta,
+            link_file=link_file,
         )
 
     def with_prior(self, checkpoint: str | Path, link_file: str | Path | None = None) -> Predictor:
@@ -185,7 +209,16 @@ class Predictor:
             cosine_similarity=self.cosine_similarity,
             temperature=self.temperature,
             device=self.device,
+            prior_meta=meta,
+            csp_meta=self.csp_meta,
+            link_file=link_file if link else None,
         )
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write this model as a model directory (see :func:`csp.hub.save_pretrained`)."""
+        from csp.hub import save_pretrained
+
+        return save_pretrained(self, directory)
 
     @property
     def has_image_encoder(self) -> bool:
@@ -206,6 +239,23 @@ class Predictor:
     def prior(self, lonlat: np.ndarray) -> np.ndarray:
         """``(N, 2)`` degrees -> ``(N, C)`` prior probabilities in [0, 1]."""
         return self.prior_model(self._tensor(lonlat)).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def embed(self, lonlat: np.ndarray, which: str = "auto") -> np.ndarray:
+        """Location embeddings for downstream use: ``(N, 2)`` (lon, lat) degrees -> ``(N, D)``.
+
+        ``which``: ``"csp"`` the self-supervised CSP location encoder (D = its embedding size),
+        ``"prior"`` the location prior's encoder (the features its class head reads), or
+        ``"auto"``: ``"csp"`` when the model directory has one, else ``"prior"``.
+        """
+        if which == "auto":
+            which = CSP_DIR if self.csp_model is not None else PRIOR_DIR
+        if which == CSP_DIR and self.csp_model is None:
+            raise RuntimeError("this model directory has no pre-trained CSP model (csp/)")
+        if which not in (CSP_DIR, PRIOR_DIR):
+            raise ValueError(f"which must be 'auto', 'csp' or 'prior', got {which!r}")
+        model = self.prior_model if which == PRIOR_DIR else self.csp_model.location_encoder
+        return model.embed(self._tensor(lonlat)).float().cpu().numpy()
 
     def top_classes(self, lon: float, lat: float, k: int = 10) -> list[ClassScore]:
         """The k most likely classes at one place."""
