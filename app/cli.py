@@ -22,18 +22,43 @@ from typing import Any
 from app.static import DEFAULT_MODEL_DIR, REPO_ROOT
 
 MAX_FILE_SIZE = "25mb"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+# Read when no flag is given, as Gradio itself and hosts such as Hugging Face Spaces do.
+HOST_ENV = "GRADIO_SERVER_NAME"
+PORT_ENV = "GRADIO_SERVER_PORT"
+
+
+def _port(value: str | int) -> int:
+    """A TCP port 1..65535 (argparse type; also applied to a ``$GRADIO_SERVER_PORT`` default)."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be an integer, got {value!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {port}")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python app.py", description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--checkpoint",
         type=Path,
         default=DEFAULT_MODEL_DIR,
         help="model directory with prior/ (and optional csp/, imagenet_species_link.csv)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--host",
+        default=os.environ.get(HOST_ENV) or DEFAULT_HOST,
+        help=f"interface to listen on (default: ${HOST_ENV} if set, else {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get(PORT_ENV) or DEFAULT_PORT,
+        help=f"port (default: ${PORT_ENV} if set, else {DEFAULT_PORT})",
+    )
     parser.add_argument(
         "--share", action="store_true", help="also open a public gradio.live link (needs internet)"
     )
