@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -25,7 +26,7 @@ def empty_curve() -> pd.DataFrame:
 _STATE_TEXT = {
     "idle": "No training run yet.",
     "running": "Training…",
-    "finished": "Finished.",
+    "completed": "Finished.",
     "failed": "Failed.",
     "cancelled": "Cancelled.",
 }
@@ -34,8 +35,9 @@ _STATE_TEXT = {
 @dataclass(frozen=True)
 class TrainingView:
     """What the Train tab shows: a status line, an epoch bar (HTML), the loss curve
-    (``CURVE_COLUMNS``), the end of the trainer's output, and whether a checkpoint can be
-    loaded."""
+    (``CURVE_COLUMNS``), the last lines of the trainer's output, whether a checkpoint can be
+    loaded, and the settings of the run (``request``, to fill the form after a reload; None
+    when idle or unknown)."""
 
     state: str
     message: str
@@ -43,6 +45,7 @@ class TrainingView:
     curve: pd.DataFrame
     log_tail: str
     can_load: bool
+    request: TrainRequest | None = None
 
     @property
     def running(self) -> bool:
@@ -68,6 +71,9 @@ def view_of(status: RunStatus, note: str = "") -> TrainingView:
         ],
         columns=CURVE_COLUMNS,
     ).astype({"epoch": "int64", "loss": "float64"})  # numeric even when empty: a numeric plot axis
+    request = request_of(status)
+    if not note and request is not None:
+        note = describe(request) + "."
     parts = [note] if note else []
     parts.append(_STATE_TEXT[status.state])
     if status.run_dir is not None:
@@ -75,13 +81,17 @@ def view_of(status: RunStatus, note: str = "") -> TrainingView:
     if status.history:
         last = status.history[-1]
         parts.append(f"Last epoch {status.epoch}: loss {float(last.get('loss', float('nan'))):.4f}.")
-    if status.state == "failed":
+    if status.error:
+        parts.append(f"Reason: {status.error}.")
+    if status.state == "failed" and status.returncode is not None:
         parts.append(f"The trainer exited with code {status.returncode}; see its output below.")
-    if status.state == "finished":
+    if status.state == "completed" and status.best_checkpoint is None:
+        parts.append("The run wrote no best checkpoint.")
+    if status.best_checkpoint is not None:
         parts.append(
             "Checkpoint ready: press **Load trained prior**."
-            if status.best_checkpoint
-            else "The run wrote no `checkpoints/best`."
+            if status.state == "completed"
+            else f"Its best checkpoint so far (after epoch {status.epoch} or earlier) can be loaded."
         )
     if status.problem:
         parts.append(f"Progress unreadable: {status.problem}")
@@ -92,7 +102,33 @@ def view_of(status: RunStatus, note: str = "") -> TrainingView:
         curve=curve,
         log_tail=status.log_tail,
         can_load=status.best_checkpoint is not None,
+        request=request_of(status),
     )
+
+
+def request_of(status: RunStatus) -> TrainRequest | None:
+    """The Train-tab request recorded with the run, None if absent or no longer valid."""
+    if status.request is None:
+        return None
+    record = dict(status.request)
+    try:
+        for key in ("csv", "init_from"):
+            record[key] = None if record.get(key) is None else Path(record[key])
+        return TrainRequest(**record)
+    except (TypeError, ValueError):
+        return None
+
+
+def _record_of(request: TrainRequest) -> dict[str, Any]:
+    """``request`` as JSON-able values (paths as strings), the inverse of :func:`request_of`."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(request).items()}
+
+
+def describe(request: TrainRequest) -> str:
+    """One line naming a run's settings (shown with its status)."""
+    note = f"{OBJECTIVES[request.objective]}, {request.epochs} epoch(s)"
+    note += f", label fraction {request.label_fraction:g}"
+    return note + (f", on {request.csv.name}" if request.csv is not None else "")
 
 
 class TrainingHandlers:
@@ -110,7 +146,7 @@ class TrainingHandlers:
         self.slot = slot
         self.runs_dir = Path(runs_dir)
         self.python = python
-        self._description = ""  # what the current/last run is, shown with its status
+        self.manager.attach(self.runs_dir)  # a run left by an earlier app, if any
 
     def start(
         self,
@@ -135,22 +171,20 @@ class TrainingHandlers:
             csv=csv,
             init_from=self.slot.csp_checkpoint,
         )
-        note = f"{OBJECTIVES[objective]}, {int(epochs)} epoch(s), label fraction {float(label_fraction):g}"
-        if csv is not None:
-            note += f", on {csv.name}: {check_observations_csv(csv)}"
+        summary = f": {check_observations_csv(csv)}" if csv is not None else ""
         run_dir = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{objective}"
-        status = self.manager.start(request.command(self.python, run_dir), run_dir, request.epochs)
-        self._description = f"{note}."
-        return view_of(status, note=self._description)
+        command = request.command(self.python, run_dir)
+        status = self.manager.start(command, run_dir, request.epochs, request=_record_of(request))
+        return view_of(status, note=f"{describe(request)}{summary}.")
 
     def status(self) -> TrainingView:
-        return view_of(self.manager.status(), note=self._description)
+        return view_of(self.manager.status())
 
     def cancel(self) -> TrainingView:
-        return view_of(self.manager.cancel(), note=self._description)
+        return view_of(self.manager.cancel())
 
     def load_trained(self) -> str:
-        """Serve the finished run's best checkpoint; returns a message.
+        """Serve the ended run's best checkpoint (a cancelled run's too); returns a message.
 
         Raises:
             ValueError: no finished run with a checkpoint, or an unreadable checkpoint.

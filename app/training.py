@@ -1,59 +1,40 @@
 """Run a training command in a separate process and follow its progress.
 
-One run at a time. The child writes a run directory; its progress is read from
-``<run_dir>/metrics.jsonl`` (one JSON object per line, at least ``epoch`` and ``loss``), its
-output goes to ``<run_dir>/stdout.log``. The manager is owned by the app, not by a browser
-session, so a page that is reloaded attaches to the run in progress.
+One run at a time. The child writes a run directory (layout and status file:
+:mod:`train.run_dir`); the manager reads its status, metrics and output from there. The
+manager is owned by the app, not by a browser session, so a reloaded page sees the run in
+progress.
+
+The trainer never outlives the app: it is started with ``CSP_PARENT_PID`` (see
+:mod:`train.lifecycle`) and cancels itself within about a second of the app ending, even by
+SIGKILL. An app restarted while a run is still alive (e.g. one started by an earlier app that
+is stopping) re-attaches to it through its status file: it shows it, can cancel it, and refuses
+a second run beside it.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-RunState = Literal["idle", "running", "finished", "failed", "cancelled"]
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "stdout.log"
-BEST_CHECKPOINT = Path("checkpoints") / "best"
+from train.lifecycle import PARENT_PID_ENV
+from train.run_dir import RunDir, TrainerStatus, pid_alive
+
+RunState = Literal["idle", "running", "completed", "failed", "cancelled"]
+LOG_LINES = 40
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Records of a ``metrics.jsonl`` file, in order; [] if it does not exist yet.
-
-    A last line without its newline is being written and is skipped.
-
-    Raises:
-        ValueError: naming the file and line, for a complete line that is not a JSON object.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    lines = text.split("\n")[:-1]  # the part after the last newline is incomplete
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: line {number} is not JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}: line {number} is not a JSON object")
-        records.append(record)
-    return records
-
-
-def tail(path: Path, max_chars: int = 2000) -> str:
-    """The last ``max_chars`` characters of a text file ('' if missing)."""
+def tail(path: Path, max_lines: int = LOG_LINES, max_chars: int = 4000) -> str:
+    """The last ``max_lines`` lines (at most ``max_chars`` characters) of a text file, '' if
+    missing; carriage returns (progress bars) start new lines."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -62,7 +43,8 @@ def tail(path: Path, max_chars: int = 2000) -> str:
             data = handle.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return ""
-    return data[-max_chars:].replace("\r", "\n")
+    lines = [line for line in data.replace("\r", "\n").split("\n") if line.strip()]
+    return "\n".join(lines[-max_lines:])[-max_chars:]
 
 
 @dataclass(frozen=True)
@@ -70,13 +52,16 @@ class RunStatus:
     """Snapshot of the current (or last) run.
 
     Attributes:
-        state: idle (no run yet), running, finished (exit 0), failed, cancelled.
+        state: idle (no run yet), running, completed, failed, cancelled.
         run_dir: the run directory, None when idle.
         epochs: planned number of epochs.
-        history: metrics.jsonl records so far.
-        returncode: the process exit code once it ended.
-        log_tail: end of the process output.
-        problem: why the metrics could not be read, if so.
+        history: metrics records so far.
+        returncode: the process exit code once it ended (None for a run this app did not
+            start, or one still running).
+        log_tail: the last lines of the process output.
+        problem: why the metrics or status could not be read, if so.
+        error: the trainer's recorded reason for failing or being cancelled.
+        request: the Train-tab request that started the run (None if unknown).
     """
 
     state: RunState
@@ -86,6 +71,8 @@ class RunStatus:
     returncode: int | None = None
     log_tail: str = ""
     problem: str = ""
+    error: str = ""
+    request: dict[str, Any] | None = None
 
     @property
     def epoch(self) -> int:
@@ -99,11 +86,20 @@ class RunStatus:
 
     @property
     def best_checkpoint(self) -> Path | None:
-        """``<run_dir>/checkpoints/best`` once the run finished and wrote it."""
-        if self.state != "finished" or self.run_dir is None:
+        """The run's best checkpoint once the run ended (completed, or cancelled or failed
+        after saving one), else None."""
+        if self.state in ("idle", "running") or self.run_dir is None:
             return None
-        path = self.run_dir / BEST_CHECKPOINT
-        return path if path.is_dir() else None
+        return RunDir(self.run_dir).best_checkpoint()
+
+
+def _ended_state(record: TrainerStatus | None, returncode: int | None, cancelled: bool) -> RunState:
+    """The state of a run whose process is gone: what the trainer recorded, else the exit."""
+    if record is not None and record.ended:
+        return record.state
+    if cancelled:
+        return "cancelled"
+    return "completed" if returncode == 0 else "failed"
 
 
 class TrainingManager:
@@ -119,69 +115,109 @@ class TrainingManager:
         self.env = dict(env or {})
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
-        self._run_dir: Path | None = None
+        self._run: RunDir | None = None
         self._epochs = 0
         self._cancelled = False
 
-    def start(self, command: Sequence[str], run_dir: Path, epochs: int) -> RunStatus:
-        """Start ``command`` (argv list) writing to ``run_dir``.
+    def attach(self, runs_dir: Path) -> RunStatus:
+        """Follow the newest run under ``runs_dir`` (a live one first) if none is followed yet:
+        after a restart the app shows, and can cancel, the run an earlier app left."""
+        with self._lock:
+            if self._run is None:
+                found = _newest_run(Path(runs_dir))
+                if found is not None:
+                    run, record = found
+                    self._run, self._epochs = run, record.epochs
+        return self.status()
+
+    def start(
+        self, command: Sequence[str], run_dir: Path, epochs: int, request: dict | None = None
+    ) -> RunStatus:
+        """Start ``command`` (argv list) writing to ``run_dir``; ``request`` (JSON-able) is kept
+        in the run directory to show the run's settings again later.
 
         Raises:
-            RuntimeError: if a run is still in progress.
-            FileExistsError: if ``run_dir`` already holds metrics.
+            RuntimeError: if a run is still in progress (this app's, or one it re-attached to).
+            FileExistsError: if ``run_dir`` already holds a run.
         """
         with self._lock:
-            if self._process is not None and self._process.poll() is None:
+            if self._live():
                 raise RuntimeError(
-                    f"a training run is already in progress ({self._run_dir}); wait for it or cancel it first"
+                    f"a training run is already in progress ({self._run.root}); "
+                    "wait for it or cancel it first"
                 )
-            run_dir = Path(run_dir)
-            if (run_dir / METRICS_FILE).exists():
-                raise FileExistsError(f"{run_dir} already holds a run")
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir / LOG_FILE, "wb") as log:
+            run = RunDir(run_dir)
+            if run.holds_run:
+                raise FileExistsError(f"{run.root} already holds a run")
+            run.root.mkdir(parents=True, exist_ok=True)
+            if request is not None:
+                run.write_request(request)
+            env = {**os.environ, **self.env, PARENT_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+            with open(run.log_file, "wb") as log:
                 self._process = subprocess.Popen(
                     list(command),
                     cwd=self.cwd,
-                    env={**os.environ, **self.env},
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group, cancelled as a whole
                 )
-            self._run_dir, self._epochs, self._cancelled = run_dir, int(epochs), False
+            self._run, self._epochs, self._cancelled = run, int(epochs), False
             # Reap the child as soon as it exits, whether or not anyone polls (no zombie).
             threading.Thread(target=self._process.wait, daemon=True).start()
         return self.status()
 
+    def _live(self) -> bool:
+        """A run is in progress (call with the lock held)."""
+        if self._process is not None:
+            return self._process.poll() is None
+        if self._run is None:
+            return False
+        try:
+            record = self._run.read_status()
+        except ValueError:
+            return False
+        return record is not None and record.alive()
+
     def status(self) -> RunStatus:
         """Current state, progress and output of the run."""
         with self._lock:
-            process, run_dir = self._process, self._run_dir
-            epochs, cancelled = self._epochs, self._cancelled
-        if process is None or run_dir is None:
+            process, run, epochs, cancelled = self._process, self._run, self._epochs, self._cancelled
+        if run is None:
             return RunStatus("idle")
-        returncode = process.poll()
-        state: RunState
-        if returncode is None:
-            state = "running"
-        elif cancelled:
-            state = "cancelled"
-        else:
-            state = "finished" if returncode == 0 else "failed"
         problem = ""
         try:
-            history = read_metrics(run_dir / METRICS_FILE)
+            record = run.read_status()
+        except ValueError as err:
+            record, problem = None, str(err)
+        returncode = process.poll() if process is not None else None
+        error = record.error if record is not None else ""
+        state: RunState
+        if process is not None:
+            state = "running" if returncode is None else _ended_state(record, returncode, cancelled)
+        elif record is None:
+            state, error = "failed", error or "the run directory has no trainer status"
+        elif record.alive():
+            state = "running"
+        elif record.ended:
+            state = record.state
+        else:
+            state, error = "failed", "the trainer process ended without recording its end (killed?)"
+        try:
+            history = run.read_metrics()
         except ValueError as err:
             history, problem = [], str(err)
         return RunStatus(
             state=state,
-            run_dir=run_dir,
-            epochs=epochs,
+            run_dir=run.root,
+            epochs=epochs or (record.epochs if record is not None else 0),
             history=history,
             returncode=returncode,
-            log_tail=tail(run_dir / LOG_FILE),
+            log_tail=tail(run.log_file),
             problem=problem,
+            error=error,
+            request=run.read_request(),
         )
 
     def cancel(self, timeout: float = 10.0) -> RunStatus:
@@ -190,17 +226,40 @@ class TrainingManager:
         Cancelling when nothing runs is a no-op.
         """
         with self._lock:
-            process = self._process
-            running = process is not None and process.poll() is None
+            process, run = self._process, self._run
+            running = self._live()
             if running:
                 self._cancelled = True
-        if running:
+        if running and process is not None:
             _stop(process, timeout)  # outside the lock: status() of other sessions stays responsive
+        elif running and run is not None:
+            record = run.read_status()
+            if record is not None:
+                _stop_foreign(record, timeout)
         return self.status()
 
     def close(self) -> None:
-        """Stop a run in progress (call at app exit)."""
-        self.cancel(timeout=5.0)
+        """Stop a run in progress that this app started (call at app exit)."""
+        with self._lock:
+            process = self._process
+        if process is not None and process.poll() is None:
+            self.cancel(timeout=5.0)
+
+
+def _newest_run(runs_dir: Path) -> tuple[RunDir, TrainerStatus] | None:
+    """The run under ``runs_dir`` that is alive, else the one whose status was written last."""
+    found: list[tuple[RunDir, TrainerStatus]] = []
+    for path in runs_dir.glob("*") if runs_dir.is_dir() else ():
+        run = RunDir(path)
+        try:
+            record = run.read_status()
+        except ValueError:
+            continue
+        if record is not None:
+            found.append((run, record))
+    if not found:
+        return None
+    return max(found, key=lambda item: (item[1].alive(), item[1].updated))
 
 
 def app_training_manager(cwd: Path) -> TrainingManager:
@@ -222,3 +281,21 @@ def _stop(process: subprocess.Popen, timeout: float) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def _stop_foreign(record: TrainerStatus, timeout: float) -> None:
+    """Stop a trainer this process did not start (its process group when it leads one, as a
+    trainer started by the app does)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not pid_alive(record.pid, record.pid_start):
+            return
+        try:
+            if os.getpgid(record.pid) == record.pid:
+                os.killpg(record.pid, sig)
+            else:
+                os.kill(record.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pid_alive(record.pid, record.pid_start):
+            time.sleep(0.05)

@@ -34,7 +34,6 @@ from csp.cleaning import load_countries, load_native_ranges, native_country_code
 from csp.datasets import GeoRecords, read_csv
 from csp.features import ImageRecord, extract_features, merge_shards
 from csp.image_encoder import create_image_encoder
-from csp.metrics import evaluate_prior
 from csp.samplers import sample_sphere
 from train.config import (
     DEFAULT_COUNTRIES,
@@ -42,11 +41,14 @@ from train.config import (
     DataConfig,
     FinetuneConfig,
     PretrainConfig,
+    RuntimeConfig,
     load_config,
 )
 from train.data import HELD_OUT_RADIUS_KM, SpeciesSplits, load_species, pairs_away_from_held_out
+from train.evaluate import evaluate_on_split
 from train.finetune import run_finetune
 from train.pretrain import run_pretrain
+from train.run_dir import RunDir
 from train.runtime import select_device
 
 BLUE_MARBLE = "assets/basemap/blue_marble_5400x2700.jpg"
@@ -159,6 +161,13 @@ def _linked_species() -> set[str]:
     }
 
 
+def _runtime(runtime: RuntimeConfig, options: BuildOptions, run: RunDir) -> RuntimeConfig:
+    """The preset's runtime settings with this build's seed, device and run directory."""
+    return replace(
+        runtime, seed=options.seed, device=options.device, progress=not options.quick, out_dir=str(run.root)
+    )
+
+
 def build_default(options: BuildOptions) -> str:
     """Run the whole chain; returns the Markdown report (also written to ``<out>/report.md``)."""
     plan = BuildPlan.for_options(options)
@@ -179,53 +188,34 @@ def build_default(options: BuildOptions) -> str:
     # 2. CSP-MC-BLD pre-training (no labels), on pairs away from held-out observations.
     data = DataConfig(split_seed=options.seed)
     splits = load_species(data)
-    runtime = [
-        f"runtime.seed={options.seed}",
-        f"runtime.device={options.device}",
-        f"runtime.progress={'false' if options.quick else 'true'}",
-    ]
-    pretrain_config = load_config(
-        PretrainConfig,
-        "csp-mc-bld",
-        [
-            f"features={features_dir}",
-            f"runtime.out_dir={work / 'pretrain'}",
-            f"optim.epochs={plan.pretrain_epochs}",
-            f"optim.batch_size={plan.pretrain_batch}",
-            *runtime,
-        ],
+    pretrain_run, finetune_run = RunDir(work / "pretrain"), RunDir(work / "finetune")
+    pretrain_config = load_config(PretrainConfig, "csp-mc-bld")
+    pretrain_config = replace(
+        pretrain_config,
+        features=str(features_dir),
+        optim=replace(pretrain_config.optim, epochs=plan.pretrain_epochs, batch_size=plan.pretrain_batch),
+        runtime=_runtime(pretrain_config.runtime, options, pretrain_run),
     )
     lonlat, features, left_out = pairs_away_from_held_out(pretrain_config, splits)
-    pretrained = run_pretrain(
-        pretrain_config, resume=(work / "pretrain" / "metrics.jsonl").exists(), pairs=(lonlat, features)
-    )
+    pretrained = run_pretrain(pretrain_config, resume=pretrain_run.holds_run, pairs=(lonlat, features))
     timings["pretrain"] = time.perf_counter() - started - sum(timings.values())
 
     # 3. Fine-tuning on cleaned observations (+ marked pseudo-presences for linked species).
     augmented, pseudo = add_pseudo_presences(splits, plan.min_wild_points, options.seed, _linked_species())
-    finetune_config = load_config(
-        FinetuneConfig,
-        "finetune",
-        [
-            f"init_from={pretrained.best_dir}",
-            f"runtime.out_dir={work / 'finetune'}",
-            f"optim.epochs={plan.finetune_epochs}",
-            f"optim.batch_size={plan.finetune_batch}",
-            *runtime,
-        ],
+    finetune_config = load_config(FinetuneConfig, "finetune")
+    finetune_config = replace(
+        finetune_config,
+        data=data,
+        init_from=str(pretrained.best_dir),
+        optim=replace(finetune_config.optim, epochs=plan.finetune_epochs, batch_size=plan.finetune_batch),
+        runtime=_runtime(finetune_config.runtime, options, finetune_run),
     )
-    finetune_config = replace(finetune_config, data=data)
-    tuned = run_finetune(
-        finetune_config, resume=(work / "finetune" / "metrics.jsonl").exists(), splits=augmented
-    )
+    tuned = run_finetune(finetune_config, resume=finetune_run.holds_run, splits=augmented)
     timings["finetune"] = time.perf_counter() - started - sum(timings.values())
 
     # 4. Evaluate on the real held-out test observations and write the model directory.
     prior, meta = load_checkpoint(tuned.best_dir)
-    test = torch.from_numpy(splits.test)
-    test_metrics = evaluate_prior(
-        prior, torch.from_numpy(splits.records.lonlat)[test], torch.from_numpy(splits.records.labels)[test]
-    )["location"]
+    test_metrics = evaluate_on_split(prior, splits, "test")["location"]
     meta.metrics = {"test": test_metrics, "val": meta.metrics}
     meta.train |= {"expert_range_species": sorted(pseudo), "pseudo_presences": pseudo}
     save_checkpoint(out / "prior", prior, meta)

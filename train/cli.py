@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from train.lifecycle import RunCancelled
+
 EPILOG = """\
 examples:
   python -m train pretrain --preset csp-mc-bld --features runs/chips/features --out runs/pre
@@ -229,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunCancelled as err:
+        print(f"cancelled: {err}", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

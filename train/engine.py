@@ -5,37 +5,34 @@ A :class:`Task` owns its data as tensors on the device and an ``objective`` modu
 drawn on the device (:class:`csp.samplers.BatchIndexSampler`), so the hot loop has no
 per-sample Python and no host synchronisation (the loss is read back once per epoch).
 
-Run directory::
-
-    config.yaml        the full configuration
-    metrics.jsonl      one JSON line per epoch (epoch, loss, loss terms, validation, lr, seconds)
-    status.json        state (running / finished / failed), epoch, epochs: for UIs to poll
-    checkpoints/       epoch-NNNN/ (csp checkpoint + train_state.pt), last -> and best -> links
+The run directory's layout and its status states are defined in :mod:`train.run_dir`;
+a run ends ``completed``, ``failed`` (an exception, recorded with its message) or ``cancelled``
+(SIGTERM/SIGINT, or the parent process that asked for it went away, see
+:func:`train.runtime.cancel_on_signals`).
 
 Resume (``resume=True``) restores model, optimizer, schedule, RNG streams and epoch from
-``checkpoints/last``: an interrupted run resumed ends with the same weights as one that was not.
+the run's last checkpoint: an interrupted run resumed ends with the same weights as one that was not.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
-import os
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import yaml
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from csp.checkpoint import CheckpointMeta, load_checkpoint, point_link, save_checkpoint
+from csp.checkpoint import CheckpointMeta, load_checkpoint, point_link, read_meta, save_checkpoint
 from csp.samplers import BatchIndexSampler, sample_sphere
 from train.config import OptimConfig, RuntimeConfig, to_dict
+from train.lifecycle import RunCancelled, cancel_on_signals
+from train.run_dir import TRAIN_STATE, RunDir
 from train.runtime import (
     Distributed,
     autocast,
@@ -44,8 +41,6 @@ from train.runtime import (
     seed_everything,
     select_device,
 )
-
-TRAIN_STATE = "train_state.pt"
 
 
 class Task(Protocol):
@@ -71,42 +66,16 @@ class FitResult:
     history: list[dict[str, Any]]
 
 
-def _write_json_atomic(path: Path, record: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(record))
-    os.replace(temporary, path)
+class MetricsLog:
+    """Appends epoch records to the run's metrics log and, if installed, to TensorBoard."""
 
-
-class RunDirectory:
-    """Files of one run (see module docstring)."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.checkpoints = self.root / "checkpoints"
-        self.metrics = self.root / "metrics.jsonl"
-        self.status = self.root / "status.json"
-        self.last = self.checkpoints / "last"
-        self.best = self.checkpoints / "best"
-
-    def prepare(self, config: dict[str, Any], resume: bool) -> None:
-        if self.root.exists() and not resume and self.metrics.exists():
-            raise FileExistsError(
-                f"run directory {self.root} already holds a run; pass --resume to continue it "
-                "or choose another --out"
-            )
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        (self.root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def set_status(self, state: str, epoch: int, epochs: int, **extra: Any) -> None:
-        record = {"state": state, "epoch": epoch, "epochs": epochs, "pid": os.getpid(), **extra}
-        _write_json_atomic(self.status, record)
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self._writer: Any = None
+        self._tried = False
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one epoch's record to ``metrics.jsonl`` (and TensorBoard, if installed)."""
-        with open(self.metrics, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        self.run.append_metrics(record)
         writer = self._tensorboard()
         if writer is not None:
             for key, value in record.items():
@@ -115,36 +84,14 @@ class RunDirectory:
             writer.flush()
 
     def _tensorboard(self) -> Any:
-        if not hasattr(self, "_writer"):
+        if not self._tried:
+            self._tried = True
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # TensorBoard is optional
-                self._writer = None
-            else:
-                self._writer = SummaryWriter(str(self.root / "tensorboard"))
+                return None
+            self._writer = SummaryWriter(str(self.run.tensorboard))
         return self._writer
-
-    def truncate_log(self, epochs_done: int) -> None:
-        """Drop log lines of epochs after the resumed checkpoint (they will be redone), and a
-        line torn by a crash mid-write."""
-        if not self.metrics.exists():
-            return
-        kept = []
-        for line in self.metrics.read_text().splitlines():
-            try:
-                if json.loads(line).get("epoch", 0) <= epochs_done:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue
-        self.metrics.write_text("".join(line + "\n" for line in kept))
-
-    def prune(self) -> None:
-        """Remove epoch directories no link points to, and staging directories left behind by a
-        process killed while writing a checkpoint (one writer per run, so none is live here)."""
-        keep = {p.resolve() for p in (self.last, self.best) if p.exists()}
-        for path in [*self.checkpoints.glob("epoch-*"), *self.checkpoints.glob(".epoch-*")]:
-            if path.resolve() not in keep and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
 
 
 def _make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
@@ -159,22 +106,23 @@ def fit(
     task: Task,
     optim: OptimConfig,
     runtime: RuntimeConfig,
-    run: RunDirectory,
+    run: RunDir,
     device: torch.device,
     session: Distributed,
-    config: dict[str, Any],
+    training: TrainingState,
     resume: bool = False,
 ) -> FitResult:
-    """Train ``task`` for ``optim.epochs`` epochs; returns the best and last checkpoints."""
-    if session.is_main:
-        run.prepare(config, resume)
-    session.barrier()
-    model = task.model.to(device)
-    training = TrainingState(model, optim, runtime, device)
+    """Train ``task`` for ``optim.epochs`` epochs; returns the best and last checkpoints.
+
+    ``training`` holds the optimizer state and counters (restored from ``checkpoints/last``
+    here when resuming); the caller has prepared ``run``.
+    """
+    model = training.model
     if resume and run.last.exists():
         training.restore(run.last)
     if resume and session.is_main:
-        run.truncate_log(training.epoch)
+        run.truncate_metrics(training.epoch)
+    metrics_log = MetricsLog(run)
     if session.enabled:
         # Every process was seeded alike (identical initial weights); give each its own
         # dropout stream so the SimCSE views of the global batch are independent.
@@ -200,7 +148,7 @@ def fit(
         if optim.patience and state["stale"] >= optim.patience:
             break  # an early-stopped run that is resumed stays stopped
         if session.is_main:
-            run.set_status("running", epoch, optim.epochs)
+            run.write_status("running", epoch, optim.epochs, best_score=_finite(state["best_score"]))
         started = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -243,7 +191,9 @@ def fit(
         state["epoch"] = epoch + 1
         history.append(record)
         if session.is_main:
-            run.log(record)
+            metrics_log.log(record)
+            if not show:  # no progress bars: one line per epoch for logs (the app's output box)
+                print(_epoch_line(record, optim.epochs, validation["score"]), flush=True)
             last_epoch = epoch + 1 == optim.epochs
             if improved or last_epoch or (epoch + 1) % runtime.checkpoint_every == 0:
                 _save(run, task, training, record, improved)
@@ -255,10 +205,10 @@ def fit(
         if not run.last.exists() or _epoch_of(run.last) < state["epoch"]:
             record = history[-1] if history else {"epoch": state["epoch"]}
             _save(run, task, training, record, False)
-        run.set_status("finished", state["epoch"], optim.epochs, best_score=state["best_score"])
+        run.write_status("completed", state["epoch"], optim.epochs, best_score=_finite(state["best_score"]))
     session.barrier()
-    best_meta = json.loads((run.best / "model.json").read_text()) if run.best.exists() else {}
-    return FitResult(run.best, run.last, best_meta.get("metrics", {}), history)
+    best_metrics = read_meta(run.best).metrics if run.best.exists() else {}
+    return FitResult(run.best, run.last, best_metrics, history)
 
 
 def run_task(
@@ -266,14 +216,54 @@ def run_task(
 ) -> FitResult:
     """Seed, choose the device, join ``torchrun``'s process group if any, build the task, fit.
 
-    ``config`` is a pre-training or fine-tuning config (it has ``optim`` and ``runtime``).
+    ``config`` is a pre-training or fine-tuning config (it has ``optim`` and ``runtime``). The
+    run's end is recorded in its status file: completed, failed (with the error) or cancelled
+    (SIGTERM/SIGINT, or the parent named by ``CSP_PARENT_PID`` ended).
     """
     seed_everything(config.runtime.seed)
     device = select_device(config.runtime.device)
-    with distributed_session(device) as session:
-        task = make_task(device, session)
-        run = RunDirectory(config.runtime.out_dir)
-        return fit(task, config.optim, config.runtime, run, device, session, to_dict(config), resume)
+    run = RunDir(config.runtime.out_dir)
+    epochs = config.optim.epochs
+    with distributed_session(device) as session, cancel_on_signals():
+        if session.is_main:
+            run.prepare(to_dict(config), resume)  # refuses to overwrite another run: no status
+            run.write_status("running", 0, epochs)
+        session.barrier()
+        training: TrainingState | None = None
+        with _record_end(run, session, epochs, lambda: training):
+            task = make_task(device, session)
+            training = TrainingState(task.model.to(device), config.optim, config.runtime, device)
+            return fit(task, config.optim, config.runtime, run, device, session, training, resume)
+
+
+@contextlib.contextmanager
+def _record_end(
+    run: RunDir, session: Distributed, epochs: int, training: Callable[[], TrainingState | None]
+) -> Iterator[None]:
+    """Record ``failed`` (with the error) or ``cancelled`` as the run's status if the body raises."""
+    try:
+        yield
+    except BaseException as err:
+        if session.is_main:
+            state = training()
+            done, best = (state.epoch, _finite(state.counters["best_score"])) if state else (0, None)
+            cancelled = isinstance(err, RunCancelled | KeyboardInterrupt)
+            error = str(err) if cancelled else f"{type(err).__name__}: {err}"
+            run.write_status(
+                "cancelled" if cancelled else "failed", done, epochs, error=error, best_score=best
+            )
+        raise
+
+
+def _epoch_line(record: dict[str, Any], epochs: int, score: float) -> str:
+    return (
+        f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f}, validation score {score:.4f}, "
+        f"{record['seconds']:.1f} s"
+    )
+
+
+def _finite(score: float) -> float | None:
+    return score if math.isfinite(score) else None
 
 
 def _epoch_of(checkpoint: Path) -> int:
@@ -331,11 +321,9 @@ class TrainingState:
         self.counters = {k: saved[k] for k in ("epoch", "best_score", "stale")}
 
 
-def _save(
-    run: RunDirectory, task: Task, training: TrainingState, record: dict[str, Any], improved: bool
-) -> None:
+def _save(run: RunDir, task: Task, training: TrainingState, record: dict[str, Any], improved: bool) -> None:
     train_state = training.state_dict()
-    directory = run.checkpoints / f"epoch-{training.epoch:04d}"
+    directory = run.epoch_dir(training.epoch)
     save_checkpoint(
         directory,
         training.model,

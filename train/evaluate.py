@@ -12,7 +12,7 @@ from csp.checkpoint import CheckpointError, load_checkpoint
 from csp.metrics import evaluate_prior
 from csp.models import LocationEncoder
 from train.config import DataConfig
-from train.data import load_species
+from train.data import SpeciesSplits, load_species
 
 
 def evaluate_checkpoint(
@@ -45,17 +45,32 @@ def evaluate_checkpoint(
             f"{checkpoint} was trained on {len(meta.class_names)} classes; {data.csv} after "
             f"cleaning has {len(splits.class_names)} (different data or cleaning)"
         )
+    results = evaluate_on_split(model, splits, split, device, image_probs)
+    return {"checkpoint": str(checkpoint), "split": split, "points": len(getattr(splits, split)), **results}
+
+
+def evaluate_on_split(
+    model: LocationEncoder | str | Path,
+    splits: SpeciesSplits,
+    split: str = "test",
+    device: str = "cpu",
+    image_probs: str | Path | None = None,
+) -> dict[str, dict[str, float]]:
+    """:func:`csp.metrics.evaluate_prior` of a prior (a model or a checkpoint directory) on one
+    split (``train``/``val``/``test``) of ``splits``: the one place a checkpoint is scored on
+    the held-out observations. ``results["location"]`` holds top-1/3/5 and MRR (%)."""
+    if not isinstance(model, LocationEncoder):
+        model, _ = load_checkpoint(model, map_location=device)
     indices = torch.from_numpy(getattr(splits, split))
     lonlat = torch.from_numpy(splits.records.lonlat)[indices].to(device)
     labels = torch.from_numpy(splits.records.labels)[indices].to(device)
     probs = None
     if image_probs is not None:
         array = np.load(image_probs, allow_pickle=False)
-        if array.shape != (len(indices), len(meta.class_names)):
+        if array.shape != (len(indices), len(splits.class_names)):
             raise ValueError(
-                f"{image_probs}: shape {array.shape}, expected ({len(indices)}, {len(meta.class_names)}) "
+                f"{image_probs}: shape {array.shape}, expected ({len(indices)}, {len(splits.class_names)}) "
                 f"for the {split} split"
             )
         probs = torch.from_numpy(array).float().to(device)
-    results = evaluate_prior(model, lonlat, labels, probs)
-    return {"checkpoint": str(checkpoint), "split": split, "points": len(indices), **results}
+    return evaluate_prior(model.to(device), lonlat, labels, probs)

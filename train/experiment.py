@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from csp.checkpoint import load_checkpoint
-from csp.metrics import evaluate_prior
 from train.config import DataConfig, FinetuneConfig, PretrainConfig, load_config
 from train.data import SpeciesSplits, load_species, pairs_away_from_held_out
+from train.evaluate import evaluate_on_split
 from train.finetune import run_finetune
 from train.pretrain import run_pretrain
+from train.run_dir import RunDir
 
 CSP_METHODS = ("csp-mc-bld", "csp-mc-bl", "csp-nce-bld", "mse")
 METHOD_LABELS = {
@@ -78,24 +77,19 @@ def _append(path: Path, row: dict) -> None:
 
 
 def _pretrain(options: FewShotOptions, splits: SpeciesSplits, encoding: str, method: str) -> Path:
-    out = options.out / "pretrain" / f"{encoding}-{method}"
-    best = out / "checkpoints" / "best"
-    if (out / "status.json").exists() and '"finished"' in (out / "status.json").read_text():
-        return best
-    config = load_config(
-        PretrainConfig,
-        method,
-        [
-            f"features={options.features}",
-            f"runtime.out_dir={out}",
-            f"optim.epochs={options.pretrain_epochs}",
-            "runtime.progress=false",
-        ],
-        encoding=encoding,
+    run = RunDir(options.out / "pretrain" / f"{encoding}-{method}")
+    if run.completed():
+        return run.best
+    config = load_config(PretrainConfig, method, encoding=encoding)
+    config = replace(
+        config,
+        features=str(options.features),
+        optim=replace(config.optim, epochs=options.pretrain_epochs),
+        runtime=replace(config.runtime, out_dir=str(run.root), progress=False),
     )
     lonlat, features, _ = pairs_away_from_held_out(config, splits)
-    run_pretrain(config, resume=(out / "metrics.jsonl").exists(), pairs=(lonlat, features))
-    return best
+    run_pretrain(config, resume=run.holds_run, pairs=(lonlat, features))
+    return run.best
 
 
 def _finetune(
@@ -107,27 +101,23 @@ def _finetune(
     seed: int,
     init_from: Path | None,
 ) -> dict:
-    out = options.out / "finetune" / f"{encoding}-{method}-{fraction}-{seed}"
+    run = RunDir(options.out / "finetune" / f"{encoding}-{method}-{fraction}-{seed}")
     train_points = round(len(splits.train) * fraction)
-    overrides = [
-        f"runtime.out_dir={out}",
-        f"runtime.seed={seed}",
-        "runtime.progress=false",
-        f"data.label_fraction={fraction}",
-        f"data.label_seed={seed}",
-        f"optim.batch_size={options.batch_size}",
-        f"optim.patience={options.patience}",
-        f"optim.epochs={_finetune_epochs(options, train_points)}",
-    ]
-    if init_from is not None:
-        overrides.append(f"init_from={init_from}")
-    config = load_config(FinetuneConfig, "finetune", overrides, encoding=encoding)
-    result = run_finetune(config, resume=(out / "metrics.jsonl").exists(), splits=splits)
-    model, _ = load_checkpoint(result.best_dir)
-    test = torch.from_numpy(splits.test)
-    metrics = evaluate_prior(
-        model, torch.from_numpy(splits.records.lonlat)[test], torch.from_numpy(splits.records.labels)[test]
-    )["location"]
+    config = load_config(FinetuneConfig, "finetune", encoding=encoding)
+    config = replace(
+        config,
+        init_from=None if init_from is None else str(init_from),
+        data=replace(config.data, label_fraction=fraction, label_seed=seed),
+        optim=replace(
+            config.optim,
+            batch_size=options.batch_size,
+            patience=options.patience,
+            epochs=_finetune_epochs(options, train_points),
+        ),
+        runtime=replace(config.runtime, out_dir=str(run.root), seed=seed, progress=False),
+    )
+    result = run_finetune(config, resume=run.holds_run, splits=splits)
+    metrics = evaluate_on_split(result.best_dir, splits, "test")["location"]
     return {
         "encoding": encoding,
         "method": method,
@@ -136,7 +126,7 @@ def _finetune(
         "top1": round(metrics["top1"], 3),
         "top5": round(metrics["top5"], 3),
         "mrr": round(metrics["mrr"], 3),
-        "epochs": len((out / "metrics.jsonl").read_text().splitlines()),
+        "epochs": run.epochs_logged(),
         "train_points": train_points,
     }
 

@@ -116,6 +116,8 @@ class FinetuneTask:
 def run_finetune(
     config: FinetuneConfig, resume: bool = False, splits: SpeciesSplits | None = None
 ) -> FitResult:
-    """Fine-tune from ``config`` (``splits`` may be passed to reuse a loaded split)."""
-    splits = splits or load_species(config.data)
-    return run_task(config, lambda device, _: FinetuneTask(config, splits, device), resume)
+    """Fine-tune from ``config`` (``splits`` may be passed to reuse a loaded split; the data is
+    read inside the run, so unreadable data is recorded as the run's failure)."""
+    return run_task(
+        config, lambda device, _: FinetuneTask(config, splits or load_species(config.data), device), resume
+    )

@@ -12,7 +12,8 @@ import pytest
 from app.model import ModelSlot
 from app.presets import TrainRequest, check_observations_csv
 from app.train_handlers import TrainingHandlers, view_of
-from app.training import RunStatus, TrainingManager, read_metrics
+from app.training import RunStatus, TrainingManager
+from train.run_dir import read_metrics
 
 # Writes metrics.jsonl like the trainer: one line per epoch, then checkpoints/best.
 SCRIPT = textwrap.dedent(
@@ -70,9 +71,9 @@ def test_run_to_completion(tmp_path, script):
     assert manager.status().state == "idle" and manager.status().run_dir is None
     run = tmp_path / "run1"
     started = manager.start(_command(script, run, 3, 0.05), run, epochs=3)
-    assert started.state in ("running", "finished")
+    assert started.state in ("running", "completed")
     status = _wait(manager)
-    assert status.state == "finished" and status.returncode == 0
+    assert status.state == "completed" and status.returncode == 0
     assert [r["epoch"] for r in status.history] == [1, 2, 3]
     assert status.epoch == 3 and status.progress == 1.0
     assert status.best_checkpoint == run / "checkpoints" / "best"
@@ -98,7 +99,7 @@ def test_one_run_at_a_time_and_cancel(tmp_path, script):
         (run / "metrics.jsonl").touch()
         manager.start(_command(script, run, 1, 0.0), run, epochs=1)
     manager.start(_command(script, tmp_path / "next", 1, 0.0), tmp_path / "next", epochs=1)
-    assert _wait(manager).state == "finished"
+    assert _wait(manager).state == "completed"
 
 
 def test_failed_run_reports_exit_code_and_output(tmp_path, script):
@@ -224,7 +225,7 @@ def test_real_trainer_run_and_load(tmp_path, app_predictor, app_model_dir):
         status = _wait(manager, timeout=120.0)
     finally:
         manager.close()
-    assert status.state == "finished", status.log_tail
+    assert status.state == "completed", status.log_tail
     assert [r["epoch"] for r in status.history] == [1]
     message = handlers.load_trained()
     assert "Now serving" in message

@@ -68,7 +68,7 @@ def test_pretraining_lowers_the_contrastive_loss_and_learns_retrieval(tmp_path):
     log = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, 7))
     status = json.loads((tmp_path / "pre" / "status.json").read_text())
-    assert status["state"] == "finished"
+    assert status["state"] == "completed"
 
 
 def test_finetuning_beats_chance_and_evaluate_uses_the_same_split(tmp_path):
