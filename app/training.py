@@ -1,7 +1,7 @@
 """Run a training command in a separate process and follow its progress.
 
 One run at a time. The child writes a run directory (layout and status file:
-:mod:`train.run_dir`); the manager reads its status, metrics and output from there. The
+:mod:`csp.run_dir`); the manager reads its status, metrics and output from there. The
 manager is owned by the app, not by a browser session, so a reloaded page sees the run in
 progress.
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from csp.run_dir import RunDir, TrainerStatus, pid_alive
 from train.lifecycle import PARENT_PID_ENV
-from train.run_dir import RunDir, TrainerStatus, pid_alive
 
 RunState = Literal["idle", "running", "completed", "failed", "cancelled"]
 LOG_LINES = 40

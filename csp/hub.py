@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 ASSETS_DIR = (Path(__file__).parent / "_assets").resolve()
 DEFAULT_MODEL = "default"
-RUN_CHECKPOINTS = ("checkpoints/best", "checkpoints/last")
 
 
 def asset_path(*parts: str) -> Path:
@@ -64,6 +63,7 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     """
     from csp.checkpoint import META_FILE
     from csp.predictor import PRIOR_DIR
+    from csp.run_dir import RunDir
 
     if str(name_or_path) == DEFAULT_MODEL:
         return default_model_dir()
@@ -72,12 +72,14 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
         raise FileNotFoundError(f"no model directory at {path}")
     if (path / PRIOR_DIR / META_FILE).is_file() or (path / META_FILE).is_file():
         return path
-    for candidate in RUN_CHECKPOINTS:
-        if (path / candidate / META_FILE).is_file():
-            return (path / candidate).resolve()
+    links = RunDir(path).checkpoint_links()
+    for candidate in links:
+        if (candidate / META_FILE).is_file():
+            return candidate.resolve()
+    named = " or ".join(str(link.relative_to(path)) for link in links)
     raise FileNotFoundError(
         f"{path} is neither a model directory ({PRIOR_DIR}/{META_FILE}), a checkpoint "
-        f"directory ({META_FILE}) nor a run directory ({' or '.join(RUN_CHECKPOINTS)})"
+        f"directory ({META_FILE}) nor a run directory ({named})"
     )
 
 

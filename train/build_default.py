@@ -34,6 +34,7 @@ from csp.cleaning import load_countries, load_native_ranges, native_country_code
 from csp.datasets import GeoRecords, read_csv
 from csp.features import ImageRecord, extract_features, merge_shards
 from csp.image_encoder import create_image_encoder
+from csp.run_dir import RunDir
 from csp.samplers import sample_sphere
 from train.config import (
     DEFAULT_COUNTRIES,
@@ -48,7 +49,6 @@ from train.data import HELD_OUT_RADIUS_KM, SpeciesSplits, load_species, pairs_aw
 from train.evaluate import evaluate_on_split
 from train.finetune import run_finetune
 from train.pretrain import run_pretrain
-from train.run_dir import RunDir
 from train.runtime import select_device
 
 BLUE_MARBLE = "assets/basemap/blue_marble_5400x2700.jpg"

@@ -5,7 +5,7 @@ A :class:`Task` owns its data as tensors on the device and an ``objective`` modu
 drawn on the device (:class:`csp.samplers.BatchIndexSampler`), so the hot loop has no
 per-sample Python and no host synchronisation (the loss is read back once per epoch).
 
-The run directory's layout and its status states are defined in :mod:`train.run_dir`;
+The run directory's layout and its status states are defined in :mod:`csp.run_dir`;
 a run ends ``completed``, ``failed`` (an exception, recorded with its message) or ``cancelled``
 (SIGTERM/SIGINT, or the parent process that asked for it went away, see
 :func:`train.runtime.cancel_on_signals`).
@@ -29,10 +29,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from csp.checkpoint import CheckpointMeta, load_checkpoint, point_link, read_meta, save_checkpoint
+from csp.run_dir import TRAIN_STATE, RunDir
 from csp.samplers import BatchIndexSampler, sample_sphere
 from train.config import OptimConfig, RuntimeConfig, to_dict
 from train.lifecycle import RunCancelled, cancel_on_signals
-from train.run_dir import TRAIN_STATE, RunDir
 from train.runtime import (
     Distributed,
     autocast,

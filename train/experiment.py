@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from csp.run_dir import RunDir
 from train.config import DataConfig, FinetuneConfig, PretrainConfig, load_config
 from train.data import SpeciesSplits, load_species, pairs_away_from_held_out
 from train.evaluate import evaluate_on_split
 from train.finetune import run_finetune
 from train.pretrain import run_pretrain
-from train.run_dir import RunDir
 
 CSP_METHODS = ("csp-mc-bld", "csp-mc-bl", "csp-nce-bld", "mse")
 METHOD_LABELS = {

@@ -13,7 +13,7 @@ from app.model import ModelSlot
 from app.presets import TrainRequest, check_observations_csv
 from app.train_handlers import TrainingHandlers, view_of
 from app.training import RunStatus, TrainingManager
-from train.run_dir import read_metrics
+from csp.run_dir import read_metrics
 
 # Writes metrics.jsonl like the trainer: one line per epoch, then checkpoints/best.
 SCRIPT = textwrap.dedent(

@@ -16,7 +16,8 @@ States of ``status.json``: ``running`` while the trainer works, then exactly one
 started it went away). A trainer killed with SIGKILL cannot write its end, so a reader checks
 :meth:`TrainerStatus.alive` before believing ``running``.
 
-This module imports neither torch nor the trainer, so the app reads run directories cheaply.
+The trainer (``train/``) writes run directories; the app and :mod:`csp.hub` read them. This
+module imports neither torch nor the trainer, so readers use it cheaply.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
-
-import yaml
 
 from csp._io import write_json_atomic, write_text_atomic
 
@@ -192,6 +191,8 @@ class RunDir:
                 f"run directory {self.root} already holds a run; pass --resume to continue it "
                 "or choose another --out"
             )
+        import yaml  # only the trainer writes the configuration
+
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.config, yaml.safe_dump(config, sort_keys=False))
 
@@ -269,6 +270,10 @@ class RunDir:
     def best_checkpoint(self) -> Path | None:
         """``checkpoints/best`` if it exists (a cancelled run's best epoch so far included)."""
         return self.best if self.best.is_dir() else None
+
+    def checkpoint_links(self) -> tuple[Path, Path]:
+        """The run's named checkpoints in order of preference: ``best``, then ``last``."""
+        return self.best, self.last
 
     def write_request(self, request: dict[str, Any]) -> None:
         write_json_atomic(self.request, request, indent=1)
