@@ -318,6 +318,33 @@ def lonlat_grid(step_deg: float) -> np.ndarray:
     return np.stack([lon_grid, lat_grid], axis=-1).astype(np.float32)
 
 
+def unit_vectors(lonlat: ArrayT) -> ArrayT:
+    """(lon, lat) degrees ``(..., 2)`` -> unit vectors ``(..., 3)`` on the sphere.
+
+    ``x = cos(lat) cos(lon), y = cos(lat) sin(lon), z = sin(lat)``: x points to (0E, 0N), y to
+    (90E, 0N), z to the north pole. A NumPy array gives a float64 array; a torch tensor gives a
+    tensor on its device in its floating dtype. The dot product of two unit vectors is the
+    cosine of their great-circle angle (:func:`km_to_radians` converts distances).
+    """
+    if hasattr(lonlat, "detach"):
+        import torch
+
+        rad = torch.deg2rad(lonlat)
+        lon, lat = rad[..., 0], rad[..., 1]
+        cos_lat = torch.cos(lat)
+        return torch.stack((cos_lat * torch.cos(lon), cos_lat * torch.sin(lon), torch.sin(lat)), -1)
+    rad = np.radians(np.asarray(lonlat, dtype=np.float64))
+    if rad.shape[-1:] != (2,):
+        raise ValueError(f"expected (..., 2) (lon, lat) degrees, got shape {rad.shape}")
+    lon, lat = rad[..., 0], rad[..., 1]
+    return np.stack((np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)), -1)
+
+
+def km_to_radians(km: float) -> float:
+    """A great-circle distance in km as an angle in radians on a sphere of :data:`EARTH_RADIUS_KM`."""
+    return float(km) / EARTH_RADIUS_KM
+
+
 def haversine_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Great-circle distance in km between (lon, lat) degree arrays ``a`` and ``b``.
 

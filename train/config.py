@@ -73,6 +73,10 @@ class DataConfig:
     native_ranges: str | None = DEFAULT_NATIVE_RANGES  # expert ranges used by the cleaning
     countries: str = DEFAULT_COUNTRIES  # polygons for the expert-range rule
     split_seed: int = 0
+    # "spatial": leak-free, no held-out point within split_buffer_km of a same-species training
+    # point (csp.splits); "observation": the old per-observation split (leaks, kept for old runs).
+    split: str = "spatial"
+    split_buffer_km: float = 10.0
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     label_fraction: float = 1.0  # few-shot: fraction of the training labels used

@@ -10,6 +10,7 @@ import torch
 from csp.datasets import GeoRecords, read_csv
 from csp.features import FeatureStore
 from csp.geo import haversine_km
+from csp.splits import leak_free_split
 from train.config import DataConfig, PretrainConfig
 
 HELD_OUT_RADIUS_KM = 1.0  # pre-training pairs this close to a val/test observation are left out
@@ -113,9 +114,21 @@ def load_species(config: DataConfig) -> SpeciesSplits:
         cleaning = dict(report.dropped_per_rule)
         records = records.subset(np.flatnonzero(report.keep))
     records = _compact_classes(records)
-    train, val, test = split_by_class(
-        records.labels, config.val_fraction, config.test_fraction, config.split_seed
-    )
+    if config.split == "spatial":
+        train, val, test = leak_free_split(
+            records.lonlat,
+            records.labels,
+            config.val_fraction,
+            config.test_fraction,
+            config.split_seed,
+            config.split_buffer_km,
+        )
+    elif config.split == "observation":
+        train, val, test = split_by_class(
+            records.labels, config.val_fraction, config.test_fraction, config.split_seed
+        )
+    else:
+        raise ValueError(f"data.split must be 'spatial' or 'observation', got {config.split!r}")
     return SpeciesSplits(records, train, val, test, cleaning)
 
 

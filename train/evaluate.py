@@ -8,11 +8,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from csp.checkpoint import CheckpointError, load_checkpoint
+from csp.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 from csp.metrics import evaluate_prior
 from csp.models import LocationEncoder
 from train.config import DataConfig
 from train.data import SpeciesSplits, load_species
+
+
+def checkpoint_data_config(meta: CheckpointMeta) -> DataConfig:
+    """The data configuration a checkpoint was trained with.
+
+    Checkpoints written before the leak-free split existed have no ``split`` field; they were
+    split by observation, so that is what they get (their test split stays theirs).
+    """
+    data_dict = dict(meta.train.get("config", {}).get("data", {}))
+    if not data_dict:
+        return DataConfig()
+    data_dict.setdefault("split", "observation")
+    return DataConfig(**data_dict)
 
 
 def evaluate_checkpoint(
@@ -35,8 +48,7 @@ def evaluate_checkpoint(
     model, meta = load_checkpoint(checkpoint, map_location=device)
     if not isinstance(model, LocationEncoder) or model.class_emb is None:
         raise CheckpointError(f"{checkpoint} is not a fine-tuned location prior")
-    data_dict = dict(meta.train.get("config", {}).get("data", {}))
-    data = DataConfig(**data_dict) if data_dict else DataConfig()
+    data = checkpoint_data_config(meta)
     if csv:
         data.csv = csv
     splits = load_species(data)
