@@ -358,7 +358,7 @@ class Handlers:
             change = "new" if previous is None else _arrow(previous - row[0])
             geo_rows.append([*row, change])
         moved = pd.DataFrame(
-            [[readable_class_name(n), b, a, round(p, 4)] for n, b, a, p in result.moved],
+            [[readable_class_name(m.name), m.rank_before, m.rank_after, round(m.prior, 4)] for m in result.moved],
             columns=MOVED_COLUMNS,
         )
         marker = None

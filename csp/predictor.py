@@ -8,10 +8,13 @@ A model directory (the shipped default is ``assets/default``) holds:
   projection and location encoder share the contrastive space (image -> "where could this be");
 * ``imagenet_species_link.csv`` (optional): ImageNet classes linked to species of the prior.
 
-Geo-aware classification re-weights only the image classes that are linked to a species:
-within that group the probability mass is redistributed in proportion to
-``p(y | I) * prior(species(y) | x)``; the total mass of the group and the scores of classes
-without a link stay as the image classifier gave them.
+* ``captive_places.csv`` (optional): known zoo / aquarium / park places (:mod:`csp.captive`).
+
+Geo-aware classification (:meth:`Predictor.classify`) fuses the image probabilities with the
+location prior by the rule of :mod:`csp.fusion` (a tempered, bounded likelihood ratio applied
+within the group of linked image classes; a confident image class is never replaced by the
+prior alone) and flags photos that look captive (:mod:`csp.captive`; modes wild / captive /
+auto). Species are found by scientific or common name with :mod:`csp.names`.
 """
 
 from __future__ import annotations
@@ -25,9 +28,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from csp.captive import (
+    CAPTIVE_FILE,
+    CaptiveCheck,
+    CaptiveSites,
+    assess_captive,
+    check_mode,
+    read_captive_places,
+)
 from csp.checkpoint import META_FILE, CheckpointError, CheckpointMeta, describe_model, load_checkpoint
+from csp.fusion import CONFIDENT, FusionParams, LinkArrays, calibrate, fuse
 from csp.geo import lonlat_grid, validate_lonlat
 from csp.models import LocationEncoder, LocationImageEncoder
+from csp.names import NameIndex, NameSearch
 
 PRIOR_DIR = "prior"
 CSP_DIR = "csp"
@@ -44,17 +57,42 @@ class ClassScore:
 
 
 @dataclass(frozen=True)
+class Move:
+    """One image class whose rank the location changed (ranks 1-based over all image classes).
+
+    ``prior``: p(species | x) at the photo (normalised over the prior's species); ``ratio``:
+    prior / the species' overall frequency; ``factor``: geo-aware / image probability of the
+    class (the factor applied, see :mod:`csp.fusion`).
+    """
+
+    name: str
+    rank_before: int
+    rank_after: int
+    prior: float
+    ratio: float
+    factor: float
+
+
+@dataclass(frozen=True)
 class GeoClassification:
     """Image-only and geo-aware top-k for one photo.
 
-    ``moved`` lists ``(name, rank before, rank after, prior)`` for classes whose rank changed
-    among the union of both top-k lists (ranks are 1-based over all image classes).
+    ``moved`` lists the linked classes whose rank changed among the union of both top-k lists.
+    ``mode`` is the mode used (``"wild"``, ``"captive"``, or ``"image-only"`` without a location
+    or a species link); ``captive`` the flag and its message (None without a location).
     """
 
     image_only: list[ClassScore]
     geo_aware: list[ClassScore]
     location: tuple[float, float] | None
-    moved: list[tuple[str, int, int, float]]
+    moved: list[Move]
+    mode: str = "image-only"
+    captive: CaptiveCheck | None = None
+
+    @property
+    def flag(self) -> str:
+        """The captive flag message (``""`` when the photo is not flagged)."""
+        return self.captive.message if self.captive is not None and self.captive.flagged else ""
 
 
 def _load_prior(directory: Path, device: str | torch.device) -> tuple[LocationEncoder, CheckpointMeta]:
@@ -89,6 +127,9 @@ class Predictor:
         expert_range_species: classes whose prior rests partly on expert-range pseudo-presences.
         cosine_similarity: the CSP model was trained on cosine similarities (``normalize``).
         temperature: the CSP model's in-batch temperature (its logits are divided by it).
+        class_frequency: ``(C,)`` p(species) in the prior's training data (default uniform).
+        captive_sites: known captive places (default none).
+        fusion: parameters of the fusion rule (default :class:`csp.fusion.FusionParams`).
         device: where the models run.
         prior_meta, csp_meta: the checkpoint metadata the models were loaded with (kept so
             :meth:`save_pretrained` writes them back unchanged; built from the models if None).
@@ -106,6 +147,9 @@ class Predictor:
         expert_range_species: set[str] | None = None,
         cosine_similarity: bool = False,
         temperature: float = 1.0,
+        class_frequency: np.ndarray | None = None,
+        captive_sites: CaptiveSites | None = None,
+        fusion: FusionParams | None = None,
         device: str | torch.device = "cpu",
         prior_meta: CheckpointMeta | None = None,
         csp_meta: CheckpointMeta | None = None,
@@ -132,6 +176,16 @@ class Predictor:
             loss = {"temperature": temperature, "normalize": cosine_similarity}
             self.csp_meta = describe_model(csp_model, train={"config": {"loss": loss}})
         self.link_file = Path(link_file) if link_file is not None else None
+        n = len(self.class_names)
+        self.class_frequency = (
+            np.full(n, 1.0 / n) if class_frequency is None else np.asarray(class_frequency, dtype=np.float64)
+        )
+        if self.class_frequency.shape != (n,) or not (self.class_frequency > 0).all():
+            raise ValueError(f"class_frequency must be {n} positive numbers, one per class")
+        self.captive_sites = captive_sites or CaptiveSites([])
+        self.fusion = fusion or FusionParams()
+        self._link = LinkArrays.from_mapping(self.species_link)
+        self._names: NameIndex | None = None
         self._grid_embeddings = lru_cache(maxsize=4)(self._grid_embeddings_uncached)
 
     # --- construction ---------------------------------------------------------------------
@@ -174,6 +228,7 @@ class Predictor:
                 from csp.species_link import load_species_link
 
                 species_link = load_species_link(link_file, meta.class_names)
+        captive = directory / CAPTIVE_FILE
         return cls(
             prior_model,
             meta.class_names,
@@ -183,6 +238,7 @@ class Predictor:
             expert_range_species=set(meta.train.get("expert_range_species", [])),
             cosine_similarity=bool(loss.get("normalize", False)),
             temperature=float(loss.get("temperature", 1.0)),
+            captive_sites=CaptiveSites(read_captive_places(captive)) if captive.is_file() else None,
             device=device,
             prior_meta=meta,
             csp_meta=csp_meta,
@@ -208,6 +264,8 @@ class Predictor:
             expert_range_species=set(meta.train.get("expert_range_species", [])),
             cosine_similarity=self.cosine_similarity,
             temperature=self.temperature,
+            captive_sites=self.captive_sites,
+            fusion=self.fusion,
             device=self.device,
             prior_meta=meta,
             csp_meta=self.csp_meta,
@@ -261,12 +319,15 @@ class Predictor:
         """The k most likely classes at one place."""
         return _top(self.prior(np.array([[lon, lat]]))[0], self.class_names, k)
 
+    def find_species(self, query: str, limit: int = 20) -> NameSearch:
+        """Species by scientific or common name, best first, with a message (:mod:`csp.names`)."""
+        if self._names is None:
+            self._names = NameIndex.from_imagenet(self.class_names, self.species_link)
+        return self._names.search(query, limit)
+
     def search_classes(self, query: str, limit: int = 20) -> list[str]:
-        """Class names containing ``query`` (case-insensitive), prefix matches first."""
-        needle = query.strip().lower()
-        hits = [n for n in self.class_names if needle in n.lower()]
-        hits.sort(key=lambda n: (not n.lower().startswith(needle), n))
-        return hits[:limit]
+        """Class names matching ``query`` by scientific or common name, best first."""
+        return [match.class_name for match in self.find_species(query, limit).matches]
 
     def class_index(self, name: str) -> int:
         """Index of a class name; KeyError with a hint if unknown."""
@@ -297,46 +358,78 @@ class Predictor:
             raise RuntimeError("this predictor was loaded without an image encoder")
         return self.image_encoder
 
+    def normalised_prior(self, lonlat: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` degrees -> ``(N, C)`` p(species | x), rows summing to 1.
+
+        Until :meth:`prior` returns normalised rows itself (issue 11), the presence scores are
+        divided by their sum; on normalised rows this is a no-op.
+        """
+        prior = self.prior(lonlat).astype(np.float64)
+        return prior / prior.sum(axis=1, keepdims=True)
+
     def geo_reweight(
         self, image_probs: np.ndarray, lonlat: tuple[float, float], prior: np.ndarray | None = None
     ) -> np.ndarray:
-        """Re-weight ``(K,)`` image probabilities of linked classes by the prior at ``lonlat``
-        (``prior``: the ``(C,)`` prior there, if already computed)."""
-        scores = image_probs.astype(np.float64).copy()
-        if not self.species_link:
-            return scores
-        image_idx = np.fromiter(self.species_link.keys(), dtype=np.int64)
+        """Wild-mode fusion of ``(K,)`` image probabilities with the prior at ``lonlat``
+        (:func:`csp.fusion.fuse`; ``prior``: the ``(C,)`` normalised prior there, if computed)."""
         if prior is None:
-            prior = self.prior(np.array([lonlat]))[0]
-        prior = prior[list(self.species_link.values())]
-        mass = scores[image_idx].sum()
-        weighted = scores[image_idx] * prior
-        if mass > 0 and weighted.sum() > 0:
-            scores[image_idx] = weighted / weighted.sum() * mass
-        return scores
+            prior = self.normalised_prior(np.array([lonlat]))[0]
+        return fuse(image_probs, prior, self.class_frequency, self._link, self.fusion).probs[0]
 
     @torch.inference_mode()
     def classify(
-        self, image: Image.Image, lonlat: tuple[float, float] | None, k: int = 5
+        self, image: Image.Image, lonlat: tuple[float, float] | None, k: int = 5, mode: str = "auto"
     ) -> GeoClassification:
-        """Image-only and geo-aware top-k for one photo; ``lonlat`` in degrees or None."""
+        """Image-only and geo-aware top-k for one photo; ``lonlat`` in degrees or None.
+
+        ``mode``: ``"wild"`` (apply the prior), ``"captive"`` (do not) or ``"auto"`` (captive
+        when the photo is flagged as possibly captive), see :mod:`csp.captive`.
+        """
+        check_mode(mode)
         encoder = self._require_image_encoder()
         _, probs = encoder.encode([image.convert("RGB")])
-        image_probs = probs[0].float().cpu().numpy()
-        names = encoder.class_names or [str(i) for i in range(image_probs.shape[0])]
-        image_top = _top(image_probs, names, k)
-        if lonlat is None:
-            return GeoClassification(image_top, image_top, None, [])
-        prior = self.prior(np.array([lonlat]))[0]  # validates the location
-        geo = self.geo_reweight(image_probs, lonlat, prior)
-        geo_top = _top(geo, names, k)
+        raw = probs[0].float().cpu().numpy()
+        names = encoder.class_names or [str(i) for i in range(raw.shape[0])]
+        if lonlat is None or not self.species_link:
+            if lonlat is not None:
+                self._tensor(np.array([lonlat]))  # validates the location
+            image_top = _top(calibrate(raw, self.fusion.image_temperature), names, k)
+            where = None if lonlat is None else (float(lonlat[0]), float(lonlat[1]))
+            return GeoClassification(image_top, image_top, where, [])
+        prior = self.normalised_prior(np.array([lonlat]))[0]  # validates the location
+        fused = fuse(raw, prior, self.class_frequency, self._link, self.fusion)
+        image_probs = fused.image_probs[0]
+        top = int(np.argmax(image_probs))
+        position = {int(i): j for j, i in enumerate(self._link.image_index)}
+        top_ratio = float(fused.ratio[0, position[top]]) if top in position else None
+        check = assess_captive(
+            mode,
+            self.captive_sites.at(lonlat),
+            names[top].split(",")[0],
+            float(image_probs[top]),
+            top_ratio,
+            CONFIDENT,
+        )
+        geo = fused.probs[0] if check.mode == "wild" else image_probs
+        image_top, geo_top = _top(image_probs, names, k), _top(geo, names, k)
         before, after = _ranks(image_probs), _ranks(geo)
         moved = []
         for index in sorted({s.index for s in image_top} | {s.index for s in geo_top}):
-            if before[index] != after[index] and index in self.species_link:
-                prior_value = float(prior[self.species_link[index]])
-                moved.append((names[index], int(before[index]), int(after[index]), prior_value))
-        return GeoClassification(image_top, geo_top, (float(lonlat[0]), float(lonlat[1])), moved)
+            if before[index] != after[index] and index in position:
+                j = position[index]
+                factor = float(geo[index] / image_probs[index]) if image_probs[index] > 0 else 1.0
+                moved.append(
+                    Move(
+                        names[index],
+                        int(before[index]),
+                        int(after[index]),
+                        float(prior[self._link.species_index[j]]),
+                        float(fused.ratio[0, j]),
+                        factor,
+                    )
+                )
+        location = (float(lonlat[0]), float(lonlat[1]))
+        return GeoClassification(image_top, geo_top, location, moved, check.mode, check)
 
     @torch.inference_mode()
     def image_location_map(self, image: Image.Image, step_deg: float = 2.0) -> np.ndarray:

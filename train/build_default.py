@@ -48,6 +48,7 @@ from train.config import (
 from train.data import HELD_OUT_RADIUS_KM, SpeciesSplits, load_species, pairs_away_from_held_out
 from train.evaluate import evaluate_on_split
 from train.finetune import run_finetune
+from train.geoaware import build_captive
 from train.pretrain import run_pretrain
 from train.runtime import select_device
 
@@ -221,6 +222,7 @@ def build_default(options: BuildOptions) -> str:
     save_checkpoint(out / "prior", prior, meta)
     csp_model, csp_meta = load_checkpoint(pretrained.best_dir)
     save_checkpoint(out / "csp", csp_model, csp_meta)
+    build_captive(out, data)  # captive_places.csv: the zoo rule's places (csp.captive)
     timings["total"] = time.perf_counter() - started
     report = {
         "plan": asdict(plan),

@@ -26,6 +26,7 @@ examples:
   torchrun --nproc_per_node 4 -m train pretrain --preset csp-mc-bld --features ... --out ...
   python -m train build-default           # rebuild assets/default (about 20 min on 2 CPU cores)
   python -m train experiment fewshot      # the few-shot results table
+  python -m train build-captive           # assets/default/captive_places.csv (zoo rule places)
 """
 
 
@@ -134,6 +135,13 @@ def _cmd_build_default(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_captive(args: argparse.Namespace) -> int:
+    from train.geoaware import build_captive
+
+    print(build_captive(Path(args.out)))
+    return 0
+
+
 def _cmd_experiment(args: argparse.Namespace) -> int:
     from train.experiment import FewShotOptions, run_fewshot
 
@@ -205,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--work", default="runs/build-default", help="scratch directory")
     build.add_argument("--quick", action="store_true", help="small, fast build (for tests)")
     build.set_defaults(run=_cmd_build_default)
+
+    captive = commands.add_parser("build-captive", help="write the known captive places (zoo rule)")
+    captive.add_argument("--out", default="assets/default", help="model directory to write into")
+    captive.set_defaults(run=_cmd_build_captive)
 
     experiment = commands.add_parser("experiment", help="experiments (fewshot)")
     experiment.add_argument("name", choices=["fewshot"])

@@ -26,6 +26,7 @@ def test_prior_top_classes_and_search():
     top = predictor.top_classes(10.0, 20.0, k=3)
     np.testing.assert_allclose([s.score for s in top], sorted(prior[0], reverse=True)[:3], rtol=1e-6)
     assert predictor.search_classes("urs") == ["Ursus americanus", "Ursus arctos"]
+    assert predictor.search_classes("lion")[0] == "Panthera leo"
     assert predictor.class_index("Ursus arctos") == 2
     with pytest.raises(KeyError):
         predictor.class_index("Ursus maritimus")
@@ -46,16 +47,21 @@ def test_range_map_matches_pointwise_prior():
 
 def test_geo_reweight_moves_mass_only_within_linked_classes():
     # Image classes 0..5; classes 1 and 3 are linked to prior classes 0 and 2.
+    from csp.fusion import LinkArrays, fuse
+
     predictor = _predictor(species_link={1: 0, 3: 2})
     probs = np.array([0.30, 0.20, 0.10, 0.20, 0.15, 0.05])
     lonlat = (10.0, 20.0)
-    prior = predictor.prior(np.array([lonlat]))[0]
+    prior = predictor.normalised_prior(np.array([lonlat]))
+    assert prior.sum() == pytest.approx(1.0)
     geo = predictor.geo_reweight(probs, lonlat)
     unlinked = [0, 2, 4, 5]
     np.testing.assert_allclose(geo[unlinked], probs[unlinked])
     np.testing.assert_allclose(geo[[1, 3]].sum(), 0.40)
-    ratio = geo[1] / geo[3]
-    assert ratio == pytest.approx(prior[0] / prior[2], rel=1e-6)
+    expected = fuse(
+        probs, prior, predictor.class_frequency, LinkArrays.from_mapping({1: 0, 3: 2}), predictor.fusion
+    )
+    np.testing.assert_allclose(geo, expected.probs[0])
 
 
 def test_from_directory_loads_prior_and_rejects_a_bad_one(tmp_path):

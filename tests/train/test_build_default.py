@@ -22,3 +22,4 @@ def test_quick_build_writes_a_model_directory(tmp_path):
     predictor = Predictor.from_directory(out, load_image_encoder=False)
     assert predictor.csp_model is not None and len(predictor.class_names) == report["data"]["classes"]
     assert set(report["pseudo_presences"]) == predictor.expert_range_species
+    assert len(predictor.captive_sites) > 0  # captive_places.csv written by build_captive

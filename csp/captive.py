@@ -1,0 +1,280 @@
+"""Captive awareness: known zoo / aquarium / park places, the captive flag and the three modes.
+
+Known captive places
+--------------------
+The ``zoo`` rule of :mod:`csp.cleaning` marks records taken at a spot where at least
+``zoo_min_species`` species were photographed far from the rest of their range (or outside
+their expert range). :func:`find_captive_places` groups those records into places: records
+closer than ``place_km`` to another record of the group are one place (single linkage), the
+place's centre is the mean of its records on the sphere and its radius is the distance to its
+farthest record plus ``place_km``. ``python -m train build-captive`` writes them to
+``captive_places.csv`` in the model directory, one place a row (:data:`CAPTIVE_COLUMNS`):
+
+``lon``, ``lat``  centre, degrees
+``radius_km``     the place covers points this close to the centre
+``n_species``     species recorded there far from their range
+``n_records``     records the rule dropped there
+``rule``          the rule and thresholds that found the place, e.g.
+                  ``zoo(place_km=5,zoo_min_species=8,zoo_far_km=2000)``
+
+It is a co-occurrence pattern in the species data (see the limitations in :mod:`csp.cleaning`),
+not a list of zoos: it also contains botanical gardens and busy photo spots, and misses zoos
+nobody photographed species at.
+
+The flag and the modes
+----------------------
+A photo is flagged as possibly captive when it was taken inside a known captive place, or when
+its top image class is confident (``p >= csp.fusion.CONFIDENT``), linked to a species, and far
+outside that species' range: the likelihood ratio ``p(s | x) / p(s)`` (the prior there relative
+to its average level) is below ``out_of_range_ratio``. Modes:
+
+* ``wild``: the location prior re-ranks the image classes (:func:`csp.fusion.fuse`); a flag is
+  still reported;
+* ``captive``: the prior is not applied; the image ranking is kept (a captive animal says
+  nothing about where its species lives);
+* ``auto`` (default): ``captive`` when the photo is flagged, else ``wild``.
+
+Either way the result is a re-ranking of the image's own classes, never a new species: the
+fusion rule keeps a confident image class first, and the captive mode keeps the image ranking.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from csp.datasets._files import read_fixed_table
+from csp.geo import EARTH_RADIUS_KM, haversine_km, validate_lonlat
+
+CAPTIVE_FILE = "captive_places.csv"
+CAPTIVE_COLUMNS = ("lon", "lat", "radius_km", "n_species", "n_records", "rule")
+MODES = ("wild", "captive", "auto")
+
+OUT_OF_RANGE_RATIO = 0.5
+"""Default ``out_of_range_ratio``: a likelihood ratio below it counts as far outside the range.
+
+Chosen by ``python -m train experiment geoaware`` as the 2 % quantile of the ratio of the true
+species at held-out validation observations of linked species (so about 2 % of wild photos of a
+confident, correct class would be flagged); see the README section "Geo-aware classification".
+"""
+
+
+@dataclass(frozen=True)
+class CaptivePlace:
+    """One known captive place (see the module docstring for the fields)."""
+
+    lon: float
+    lat: float
+    radius_km: float
+    n_species: int
+    n_records: int
+    rule: str
+
+    def describe(self) -> str:
+        return (
+            f"a known captive site: {self.n_species} species recorded far from their ranges "
+            f"within {self.radius_km:.0f} km of {self.lat:.3f}, {self.lon:.3f}"
+        )
+
+
+def _unit(lonlat: np.ndarray) -> np.ndarray:
+    lon, lat = np.radians(lonlat[:, 0]), np.radians(lonlat[:, 1])
+    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+
+
+def _components(lonlat: np.ndarray, km: float) -> np.ndarray:
+    """``(N,)`` component label of single-linkage groups of points closer than ``km``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    chord = 2.0 * math.sin(km / EARTH_RADIUS_KM / 2.0)
+    pairs = cKDTree(_unit(lonlat)).query_pairs(chord, output_type="ndarray")
+    n = len(lonlat)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def find_captive_places(
+    lonlat: np.ndarray, labels: np.ndarray, zoo_drop: np.ndarray, place_km: float, rule: str
+) -> list[CaptivePlace]:
+    """Group the records the zoo rule dropped into places (see the module docstring).
+
+    Args:
+        lonlat: ``(N, 2)`` (lon, lat) degrees of all records.
+        labels: ``(N,)`` species.
+        zoo_drop: ``(N,)`` bool, the ``drop`` mask of :func:`csp.cleaning.flag_zoo_records`.
+        place_km: the rule's ``place_km``.
+        rule: the rule and its thresholds, written to each row.
+
+    Returns:
+        Places sorted by number of species (most first), then by position.
+    """
+    lonlat = np.asarray(lonlat, dtype=np.float64)
+    labels = np.asarray(labels)
+    zoo_drop = np.asarray(zoo_drop, dtype=bool)
+    if zoo_drop.shape != (len(lonlat),) or labels.shape != (len(lonlat),):
+        raise ValueError("lonlat, labels and zoo_drop must describe the same N records")
+    at = np.flatnonzero(zoo_drop)
+    if not len(at):
+        return []
+    points, species = lonlat[at], labels[at]
+    group = _components(points, place_km)
+    places = []
+    for g in np.unique(group):
+        members = group == g
+        mean = _unit(points[members]).sum(axis=0)
+        mean /= np.linalg.norm(mean)
+        centre = np.array([math.degrees(math.atan2(mean[1], mean[0])), math.degrees(math.asin(mean[2]))])
+        radius = float(haversine_km(centre[None], points[members]).max()) + place_km
+        places.append(
+            CaptivePlace(
+                round(float(centre[0]), 5),
+                round(float(centre[1]), 5),
+                round(radius, 2),
+                int(len(np.unique(species[members]))),
+                int(members.sum()),
+                rule,
+            )
+        )
+    places.sort(key=lambda p: (-p.n_species, p.lat, p.lon))
+    return places
+
+
+def write_captive_places(places: Iterable[CaptivePlace], path: str | Path) -> None:
+    """Write places with the :data:`CAPTIVE_COLUMNS` header (atomically: temp file, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CAPTIVE_COLUMNS)
+        for p in places:
+            writer.writerow([p.lon, p.lat, p.radius_km, p.n_species, p.n_records, p.rule])
+    tmp.replace(path)
+
+
+def read_captive_places(path: str | Path) -> list[CaptivePlace]:
+    """Read and validate a captive-places CSV.
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file and line for a
+    wrong header, a non-numeric or out-of-range value or an empty rule.
+    """
+    places = []
+    for where, _, row in read_fixed_table(path, CAPTIVE_COLUMNS, "captive places table"):
+        try:
+            lon, lat, radius = float(row["lon"]), float(row["lat"]), float(row["radius_km"])
+            n_species, n_records = int(row["n_species"]), int(row["n_records"])
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        if not (abs(lon) <= 180 and abs(lat) <= 90 and math.isfinite(radius) and radius > 0):
+            raise ValueError(f"{where}: need |lon| <= 180, |lat| <= 90 and radius_km > 0")
+        if n_species < 1 or n_records < 1 or not row["rule"].strip():
+            raise ValueError(f"{where}: need n_species >= 1, n_records >= 1 and a rule")
+        places.append(CaptivePlace(lon, lat, radius, n_species, n_records, row["rule"].strip()))
+    return places
+
+
+class CaptiveSites:
+    """Look-up of known captive places by location."""
+
+    def __init__(self, places: Sequence[CaptivePlace]) -> None:
+        self.places = list(places)
+        self._lonlat = np.array([[p.lon, p.lat] for p in self.places], dtype=np.float64).reshape(-1, 2)
+        self._radius = np.array([p.radius_km for p in self.places], dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.places)
+
+    def at(self, lonlat: tuple[float, float]) -> CaptivePlace | None:
+        """The closest place whose radius covers ``(lon, lat)`` degrees, or None."""
+        if not self.places:
+            return None
+        point = np.asarray(lonlat, dtype=np.float64).reshape(1, 2)
+        validate_lonlat(point, source="location")
+        km = haversine_km(point, self._lonlat)
+        inside = np.flatnonzero(km <= self._radius)
+        return self.places[int(inside[np.argmin(km[inside])])] if len(inside) else None
+
+
+@dataclass(frozen=True)
+class CaptiveCheck:
+    """Whether a photo looks captive, and the mode used.
+
+    Attributes:
+        requested: the mode asked for (one of :data:`MODES`).
+        mode: the mode used, ``"wild"`` or ``"captive"``.
+        place: the known captive place the photo was taken in, if any.
+        out_of_range: the confident top image class that is far outside its range, if any.
+        ratio: that class's likelihood ratio p(s | x) / p(s) at the photo, if linked.
+        message: one or two sentences for the user; ``""`` when nothing is flagged.
+    """
+
+    requested: str
+    mode: str
+    place: CaptivePlace | None
+    out_of_range: str | None
+    ratio: float | None
+    message: str
+
+    @property
+    def flagged(self) -> bool:
+        return self.place is not None or self.out_of_range is not None
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`MODES`, else a one-line ValueError."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def assess_captive(
+    requested: str,
+    place: CaptivePlace | None,
+    top_name: str,
+    top_prob: float,
+    top_ratio: float | None,
+    confident: float,
+    out_of_range_ratio: float = OUT_OF_RANGE_RATIO,
+) -> CaptiveCheck:
+    """Decide the flag and the mode (see the module docstring).
+
+    Args:
+        requested: ``"wild"``, ``"captive"`` or ``"auto"``.
+        place: the known captive place at the photo (:meth:`CaptiveSites.at`), or None.
+        top_name: readable name of the image's top class.
+        top_prob: its calibrated image probability.
+        top_ratio: its likelihood ratio p(s | x) / p(s) at the photo; None if not linked.
+        confident: image probability from which a class counts as confident.
+        out_of_range_ratio: ratio below which the species counts as far outside its range.
+    """
+    check_mode(requested)
+    far = top_ratio is not None and top_prob >= confident and top_ratio < out_of_range_ratio
+    out_of_range = top_name if far else None
+    flagged = place is not None or far
+    mode = requested if requested != "auto" else ("captive" if flagged else "wild")
+    reasons = []
+    if place is not None:
+        reasons.append(f"this looks like a zoo or park ({place.describe()})")
+    if far:
+        reasons.append(
+            f"{top_name} is far outside its species' known range (the prior here is "
+            f"{top_ratio:.2g}× its average level)"
+        )
+    message = ""
+    if flagged:
+        message = "; ".join(reasons) + ": captive?"
+        message = message[0].upper() + message[1:]
+        if mode == "captive":
+            message += " The location prior is not applied (captive mode); the image ranking is kept."
+        else:
+            message += " The location prior is applied anyway (wild mode)."
+    elif mode == "captive":
+        message = "Captive mode: the location prior is not applied; the image ranking is kept."
+    return CaptiveCheck(requested, mode, place, out_of_range, top_ratio, message)

@@ -1,0 +1,220 @@
+"""Geo-aware fusion of image-classifier probabilities with a location prior.
+
+The rule
+--------
+For one photo ``I`` taken at ``x`` (lon, lat in degrees), with
+
+* ``p(y | I)``: the image classifier's probabilities over its ``K`` classes, calibrated with a
+  temperature ``T``: ``p_T(y | I) ∝ p(y | I) ** (1 / T)`` (``T = 1`` keeps them as they are);
+* ``p(s | x)``: the location prior, normalised over the ``C`` species of the prior (rows sum
+  to 1);
+* ``p(s)``: the species' overall frequency in the prior's training data (sums to 1);
+* a link ``s(y)`` from some image classes ``y`` (the *linked group* ``G``) to species,
+
+Bayes' rule with the image and the location independent given the class gives
+``p(y | I, x) ∝ p(y | I) · p(y | x) / p(y)``: the prior enters only through the likelihood
+ratio ``r(y, x) = p(s(y) | x) / p(s(y))``, how much more (or less) common the species is at
+``x`` than on average. The fused scores are
+
+    w(y, x)        = clip(r(y, x), r_min, r_max) ** alpha                      (y in G)
+    q(y | I, x)    = M · p_T(y | I) · w(y, x) / sum_{y' in G} p_T(y' | I) · w(y', x)   (y in G)
+    q(y | I, x)    = p_T(y | I)                                                 (y not in G)
+
+with ``M = sum_{y in G} p_T(y | I)`` the image mass of the linked group. ``alpha <= 1``
+tempers the prior (a fitted prior is over-confident about rare species far from their few
+records); the clip is the floor and the ceiling of the likelihood ratio, so the prior alone
+never drives a class to zero (``w >= r_min ** alpha > 0``).
+
+Unlinked classes
+    The prior knows nothing about classes without a species, so their probabilities stay
+    exactly as the image classifier gave them and the linked group keeps its total mass
+    ``M``: Bayes' rule is applied *within* the group, under the assumption that the location
+    says nothing about whether the photo shows a linked species at all
+    (``p(G | I, x) = p(G | I)``). Re-ranking therefore only ever moves linked classes among
+    themselves and relative to unlinked ones through their share of ``M``.
+
+The confidence guarantee
+    ``rho = (r_max / r_min) ** alpha`` is the largest factor the prior can put between two
+    linked classes. :class:`FusionParams` refuses ``rho >= c / (1 - c)`` for the confidence
+    ``c`` = :data:`CONFIDENT` (0.8, so ``rho < 4``). Then a class with ``p_T >= c`` stays
+    first: against a linked class ``b`` (``p_T(b) <= 1 - c``) ``q(a) / q(b) >=
+    (c / (1 - c)) / rho > 1``; against an unlinked class ``b``, ``q(a) >= M c / (c + (M - c)
+    rho) > 1 - M >= q(b)``. The prior alone can re-order the less confident classes, and it
+    can never replace a confident image class.
+
+Captive or wild is decided elsewhere (:mod:`csp.captive`); this module only applies the rule.
+All arrays are NumPy: image probabilities ``(N, K)``, prior ``(N, C)``, frequencies ``(C,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+CONFIDENT = 0.8
+"""Image probability from which a class can never be replaced by the prior alone."""
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """Parameters of the fusion rule (see the module docstring).
+
+    Attributes:
+        alpha: tempering exponent of the likelihood ratio, in [0, 1] (0: ignore the prior).
+        ratio_min: floor of the likelihood ratio p(s | x) / p(s), > 0.
+        ratio_max: ceiling of the likelihood ratio, >= ratio_min.
+        image_temperature: temperature T applied to the image probabilities, > 0.
+
+    The defaults were fitted by ``python -m train experiment geoaware`` on the validation
+    protocol documented in :mod:`train.geoaware` (simulated two-way confusions between
+    congeneric species at real validation observations); the README section
+    "Geo-aware classification" has the figures.
+    """
+
+    alpha: float = 1.0
+    ratio_min: float = 0.5
+    ratio_max: float = 1.9
+    image_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0):
+            raise ValueError(f"FusionParams.alpha must be in [0, 1], got {self.alpha}")
+        if not (math.isfinite(self.ratio_min) and self.ratio_min > 0):
+            raise ValueError(f"FusionParams.ratio_min must be > 0, got {self.ratio_min}")
+        if not (math.isfinite(self.ratio_max) and self.ratio_max >= self.ratio_min):
+            raise ValueError(
+                f"FusionParams.ratio_max must be >= ratio_min ({self.ratio_min}), got {self.ratio_max}"
+            )
+        if not (math.isfinite(self.image_temperature) and self.image_temperature > 0):
+            raise ValueError(f"FusionParams.image_temperature must be > 0, got {self.image_temperature}")
+        limit = CONFIDENT / (1.0 - CONFIDENT)
+        if self.dynamic_range >= limit * (1.0 - 1e-9):  # (1 - 1e-9): 0.8 / 0.2 rounds above 4
+            raise ValueError(
+                f"FusionParams: (ratio_max / ratio_min) ** alpha = {self.dynamic_range:.3g} must stay "
+                f"below {limit:g}, or the prior alone could replace an image class of p >= {CONFIDENT}"
+            )
+
+    @property
+    def dynamic_range(self) -> float:
+        """``rho``: the largest factor the prior can put between two linked classes."""
+        return (self.ratio_max / self.ratio_min) ** self.alpha
+
+    @property
+    def ignores_prior(self) -> bool:
+        return self.alpha == 0.0
+
+
+IMAGE_ONLY = FusionParams(alpha=0.0)
+"""Parameters that leave the image probabilities unchanged (the captive mode)."""
+
+
+@dataclass(frozen=True)
+class LinkArrays:
+    """The image-class -> species link as two aligned ``(L,)`` int64 arrays."""
+
+    image_index: np.ndarray
+    species_index: np.ndarray
+
+    @classmethod
+    def from_mapping(cls, link: Mapping[int, int]) -> LinkArrays:
+        """From ``{image class index: species index}`` (sorted by image class)."""
+        items = sorted(link.items())
+        return cls(
+            np.array([i for i, _ in items], dtype=np.int64),
+            np.array([s for _, s in items], dtype=np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+
+@dataclass(frozen=True)
+class Fused:
+    """Result of :func:`fuse` for ``N`` photos, ``K`` image classes, ``L`` linked classes.
+
+    Attributes:
+        probs: ``(N, K)`` fused probabilities q(y | I, x) (rows sum to the calibrated mass, 1).
+        image_probs: ``(N, K)`` calibrated image probabilities p_T(y | I).
+        ratio: ``(N, L)`` likelihood ratio p(s(y) | x) / p(s(y)) of each linked class.
+        weight: ``(N, L)`` the tempered, clipped ratio w(y, x) before renormalisation.
+        factor: ``(N, L)`` q / p_T of each linked class (the factor the prior applied, after
+            the group was renormalised; 1 where p_T is 0).
+    """
+
+    probs: np.ndarray
+    image_probs: np.ndarray
+    ratio: np.ndarray
+    weight: np.ndarray
+    factor: np.ndarray
+
+
+def calibrate(image_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """``p ** (1 / T)`` renormalised per row; ``(N, K)`` or ``(K,)`` float64, shape kept."""
+    probs = np.asarray(image_probs, dtype=np.float64)
+    if temperature == 1.0:
+        return probs / probs.sum(axis=-1, keepdims=True)
+    logits = np.log(np.clip(probs, 1e-300, None)) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    out = np.exp(logits)
+    return out / out.sum(axis=-1, keepdims=True)
+
+
+def likelihood_ratio(prior: np.ndarray, class_frequency: np.ndarray) -> np.ndarray:
+    """``p(s | x) / p(s)``: ``(N, C)`` normalised prior over ``(C,)`` frequencies -> ``(N, C)``."""
+    prior = np.asarray(prior, dtype=np.float64)
+    frequency = np.asarray(class_frequency, dtype=np.float64)
+    if frequency.shape != prior.shape[-1:]:
+        raise ValueError(
+            f"class_frequency has shape {frequency.shape}, the prior has {prior.shape[-1]} classes"
+        )
+    if not (frequency > 0).all():
+        raise ValueError("class_frequency must be > 0 for every class (add-one counts)")
+    return prior / frequency
+
+
+def prior_weight(ratio: np.ndarray, params: FusionParams) -> np.ndarray:
+    """``clip(ratio, r_min, r_max) ** alpha``, same shape as ``ratio``."""
+    return np.clip(ratio, params.ratio_min, params.ratio_max) ** params.alpha
+
+
+def fuse(
+    image_probs: np.ndarray,
+    prior: np.ndarray,
+    class_frequency: np.ndarray,
+    link: LinkArrays,
+    params: FusionParams,
+) -> Fused:
+    """Apply the fusion rule of the module docstring.
+
+    Args:
+        image_probs: ``(N, K)`` (or ``(K,)``) image probabilities p(y | I), rows sum to 1.
+        prior: ``(N, C)`` (or ``(C,)``) normalised location prior p(s | x), rows sum to 1.
+        class_frequency: ``(C,)`` p(s), > 0.
+        link: linked image classes and their species (``L`` pairs).
+        params: the rule's parameters.
+
+    Returns:
+        :class:`Fused` with ``(N, ...)`` arrays (a leading axis of 1 for 1-D inputs).
+    """
+    probs = calibrate(np.atleast_2d(image_probs), params.image_temperature)
+    prior = np.atleast_2d(np.asarray(prior, dtype=np.float64))
+    if prior.shape[0] != probs.shape[0]:
+        raise ValueError(f"{probs.shape[0]} image rows but {prior.shape[0]} prior rows")
+    n = probs.shape[0]
+    ratio = likelihood_ratio(prior, class_frequency)[:, link.species_index]
+    weight = prior_weight(ratio, params)
+    fused = probs.copy()
+    factor = np.ones((n, len(link)))
+    if len(link) and not params.ignores_prior:
+        group = probs[:, link.image_index]
+        mass = group.sum(axis=1, keepdims=True)
+        weighted = group * weight
+        total = weighted.sum(axis=1, keepdims=True)
+        ok = (mass[:, 0] > 0) & (total[:, 0] > 0)
+        new = np.where(ok[:, None], weighted / np.where(total > 0, total, 1.0) * mass, group)
+        fused[:, link.image_index] = new
+        factor = np.where(group > 0, new / np.where(group > 0, group, 1.0), 1.0)
+    return Fused(fused, probs, ratio, weight, factor)

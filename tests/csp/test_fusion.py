@@ -1,0 +1,106 @@
+"""The fusion rule of csp.fusion: hand-computed cases, the floor, and the confidence guarantee."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from csp.fusion import CONFIDENT, IMAGE_ONLY, FusionParams, LinkArrays, calibrate, fuse
+
+LINK = LinkArrays.from_mapping({1: 1, 0: 0})  # image classes 0, 1 -> species 0, 1; class 2 unlinked
+
+
+def test_hand_computed_case():
+    # ratio = prior / freq = [1.8, 0.2]; clipped to [0.5, 1.9] -> w = [1.8, 0.5];
+    # linked mass 0.8; weighted [0.9, 0.15] (sum 1.05) -> q = 0.8 * [0.9, 0.15] / 1.05.
+    fused = fuse(
+        np.array([0.5, 0.3, 0.2]),
+        np.array([0.9, 0.1]),
+        np.array([0.5, 0.5]),
+        LINK,
+        FusionParams(alpha=1.0, ratio_min=0.5, ratio_max=1.9),
+    )
+    np.testing.assert_allclose(fused.probs[0], [0.8 * 0.9 / 1.05, 0.8 * 0.15 / 1.05, 0.2])
+    np.testing.assert_allclose(fused.ratio[0], [1.8, 0.2])
+    np.testing.assert_allclose(fused.weight[0], [1.8, 0.5])
+    np.testing.assert_allclose(fused.factor[0], [0.8 * 0.9 / 1.05 / 0.5, 0.8 * 0.15 / 1.05 / 0.3])
+
+
+def test_hand_computed_tempering_and_frequency():
+    # freq [0.8, 0.2]: ratio = [0.5 / 0.8, 0.5 / 0.2] = [0.625, 2.5] -> clip [0.625, 2.0];
+    # alpha 0.5 -> w = [sqrt(0.625), sqrt(2)]; image [0.6, 0.4, 0].
+    params = FusionParams(alpha=0.5, ratio_min=0.25, ratio_max=2.0)
+    fused = fuse(np.array([0.6, 0.4, 0.0]), np.array([0.5, 0.5]), np.array([0.8, 0.2]), LINK, params)
+    weighted = np.array([0.6 * math.sqrt(0.625), 0.4 * math.sqrt(2.0)])
+    np.testing.assert_allclose(fused.probs[0], [*(weighted / weighted.sum()), 0.0])
+
+
+def test_temperature_calibration():
+    np.testing.assert_allclose(calibrate(np.array([0.8, 0.2]), 2.0), [2 / 3, 1 / 3])
+    np.testing.assert_allclose(calibrate(np.array([[0.5, 0.5]]), 0.5), [[0.5, 0.5]])
+
+
+def test_floor_keeps_every_class_alive_and_unlinked_classes_untouched():
+    params = FusionParams(alpha=1.0, ratio_min=0.5, ratio_max=1.9)
+    fused = fuse(np.array([0.4, 0.4, 0.2]), np.array([1.0, 0.0]), np.array([0.5, 0.5]), LINK, params)
+    assert fused.probs[0, 1] > 0  # prior exactly 0, the image's 0.4 keeps a share
+    assert fused.probs[0, 2] == 0.2
+    assert fused.probs[0].sum() == pytest.approx(1.0)
+
+
+def test_image_only_params_change_nothing():
+    probs = np.array([0.1, 0.7, 0.2])
+    fused = fuse(probs, np.array([1.0, 0.0]), np.array([0.5, 0.5]), LINK, IMAGE_ONLY)
+    np.testing.assert_allclose(fused.probs[0], probs)
+
+
+def test_params_that_could_overturn_a_confident_class_are_refused():
+    with pytest.raises(ValueError, match="below 4"):
+        FusionParams(alpha=1.0, ratio_min=0.25, ratio_max=1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        FusionParams(alpha=1.5)
+    with pytest.raises(ValueError, match="ratio_max"):
+        FusionParams(ratio_min=2.0, ratio_max=1.0)
+    assert FusionParams(alpha=0.5, ratio_min=0.25, ratio_max=3.9).dynamic_range < 4
+
+
+def test_frequency_must_match_and_be_positive():
+    with pytest.raises(ValueError, match="class_frequency"):
+        fuse(np.array([0.5, 0.5, 0.0]), np.array([0.5, 0.5]), np.array([1.0]), LINK, FusionParams())
+    with pytest.raises(ValueError, match="> 0"):
+        fuse(np.array([0.5, 0.5, 0.0]), np.array([0.5, 0.5]), np.array([1.0, 0.0]), LINK, FusionParams())
+
+
+@st.composite
+def _cases(draw):
+    k = draw(st.integers(2, 7))
+    top = draw(st.integers(0, k - 1))
+    confidence = draw(st.floats(CONFIDENT, 1.0))
+    rest = np.array(draw(st.lists(st.floats(0.0, 1.0), min_size=k - 1, max_size=k - 1))) + 1e-9
+    probs = np.insert(rest / rest.sum() * (1 - confidence), top, confidence)
+    c = draw(st.integers(1, 5))
+    linked = draw(st.lists(st.integers(0, k - 1), unique=True, max_size=k))
+    link = {i: draw(st.integers(0, c - 1)) for i in linked}
+    prior = np.array(draw(st.lists(st.floats(0.0, 1.0), min_size=c, max_size=c))) + 1e-12
+    frequency = np.array(draw(st.lists(st.floats(1e-4, 1.0), min_size=c, max_size=c)))
+    alpha = draw(st.floats(0.0, 1.0))
+    ratio_min = draw(st.floats(1e-3, 10.0))
+    # Any ratio_max the constructor accepts: dynamic range rho in [1, 4).
+    rho = draw(st.floats(1.0, 3.999))
+    log_span = math.log(rho) / alpha if alpha > 0 else math.log(1e6)
+    params = FusionParams(
+        alpha=alpha, ratio_min=ratio_min, ratio_max=ratio_min * math.exp(min(log_span, 14.0))
+    )
+    return probs, top, prior / prior.sum(), frequency / frequency.sum(), LinkArrays.from_mapping(link), params
+
+
+@settings(max_examples=300, deadline=None)
+@given(_cases())
+def test_a_confident_image_class_is_never_replaced_by_the_prior(case):
+    probs, top, prior, frequency, link, params = case
+    fused = fuse(probs, prior, frequency, link, params).probs[0]
+    others = np.delete(fused, top)
+    assert (fused[top] > others).all()
+    assert fused.sum() == pytest.approx(1.0)
