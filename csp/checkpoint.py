@@ -1,8 +1,14 @@
 """Checkpoint format: a directory with ``model.safetensors`` and ``model.json``.
 
 ``model.json`` holds the schema version, the model configuration, the class list, the image
-encoder's name, metrics, free-form training metadata and the SHA-256 of the weights file, so a
-truncated or swapped weights file is detected before it is used. Nothing is unpickled.
+encoder's name, what a reader needs to use the model (the similarity the CSP objective was
+trained with, the classes whose prior rests on expert ranges: typed fields), metrics, free-form
+training provenance and the SHA-256 of the weights file, so a truncated or swapped weights file
+is detected before it is used. Nothing is unpickled.
+
+Schema history: 1 kept the similarity and the expert-range classes only in the free-form
+``train`` record; 2 made them fields. Older files are migrated when read
+(:func:`read_meta`); :func:`upgrade_checkpoint` rewrites one in the current schema.
 
 Writes are atomic: the directory is built under a temporary name and renamed into place; named
 pointers such as ``last`` and ``best`` are symlinks replaced with one ``rename``, so a process
@@ -25,9 +31,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from csp._io import write_text_atomic
 from csp.models import LocationEncoder, LocationEncoderConfig, LocationImageEncoder
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
@@ -47,8 +54,14 @@ class CheckpointMeta:
         image_dim: image-feature size F of the image side (None without one).
         image_encoder: timm name of the frozen image encoder the features came from.
         class_names: names of the ``class_emb`` rows (empty without a head).
+        cosine_similarity: the image-location similarity is the cosine of the two embeddings
+            (the CSP loss normalised them); False: the plain dot product.
+        temperature: the CSP objective's temperature: similarities are divided by it.
+        expert_range_species: classes whose prior rests partly on pseudo-presences sampled in
+            their expert native range (flagged to users).
         metrics: evaluation figures.
-        train: training configuration and provenance (free form, JSON-serialisable).
+        train: training configuration and provenance (free form, JSON-serialisable; no reader
+            may depend on its content).
     """
 
     location_encoder: dict[str, Any]
@@ -56,6 +69,9 @@ class CheckpointMeta:
     image_dim: int | None = None
     image_encoder: str | None = None
     class_names: list[str] = field(default_factory=list)
+    cosine_similarity: bool = False
+    temperature: float = 1.0
+    expert_range_species: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -151,9 +167,25 @@ def point_link(link: str | Path, target: str | Path) -> None:
     os.replace(temporary, link)
 
 
-def read_meta(directory: str | Path) -> CheckpointMeta:
-    """Read and validate ``model.json`` (schema version, fields)."""
-    path = Path(directory) / META_FILE
+def _migrate_1_to_2(record: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 -> 2: the similarity and the expert-range classes move from the free-form
+    ``train`` record (``train.config.loss``, ``train.expert_range_species``) to fields."""
+    train = dict(record.get("train") or {})
+    loss = (train.get("config") or {}).get("loss") or {}
+    return record | {
+        "cosine_similarity": bool(loss.get("normalize", False)),
+        "temperature": float(loss.get("temperature", 1.0)),
+        "expert_range_species": sorted(train.pop("expert_range_species", [])),
+        "train": train,
+        "schema_version": 2,
+    }
+
+
+MIGRATIONS = {1: _migrate_1_to_2}
+"""``{version: function}`` turning a ``model.json`` record of that version into the next."""
+
+
+def _read_record(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint metadata at {path}")
     try:
@@ -162,16 +194,41 @@ def read_meta(directory: str | Path) -> CheckpointMeta:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(record, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
+    return record
+
+
+def read_meta(directory: str | Path) -> CheckpointMeta:
+    """Read and validate ``model.json`` (schema version, fields); a file of an older schema is
+    migrated in memory (the file is left as it is)."""
+    path = Path(directory) / META_FILE
+    record = _read_record(path)
     version = record.get("schema_version")
+    while version in MIGRATIONS:
+        record = MIGRATIONS[version](record)
+        version = record["schema_version"]
     if version != SCHEMA_VERSION:
         raise CheckpointError(
-            f"{path} has schema version {version!r}; this version of csp reads {SCHEMA_VERSION}"
+            f"{path} has schema version {version!r}; this version of csp reads {SCHEMA_VERSION} "
+            f"(and migrates {', '.join(map(str, sorted(MIGRATIONS)))})"
         )
     record.pop("weights_sha256", None)
     try:
         return CheckpointMeta(**record)
     except TypeError as err:
         raise CheckpointError(f"{path} has unexpected fields: {err}") from err
+
+
+def upgrade_checkpoint(directory: str | Path) -> bool:
+    """Rewrite ``model.json`` of ``directory`` in the current schema (atomically; the weights and
+    their recorded hash are untouched). Returns whether the file was of an older schema."""
+    path = Path(directory) / META_FILE
+    record = _read_record(path)
+    if record.get("schema_version") == SCHEMA_VERSION:
+        return False
+    meta = read_meta(directory)
+    upgraded = asdict(meta) | {"weights_sha256": record.get("weights_sha256")}
+    write_text_atomic(path, json.dumps(upgraded, indent=2, sort_keys=True))
+    return True
 
 
 def load_checkpoint(
@@ -190,7 +247,7 @@ def load_checkpoint(
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"no weights file at {weights}")
-    expected = json.loads((directory / META_FILE).read_text()).get("weights_sha256")
+    expected = _read_record(directory / META_FILE).get("weights_sha256")
     if expected is not None and _sha256(weights) != expected:
         raise CheckpointError(f"{weights} does not match the hash recorded in {META_FILE}")
     try:

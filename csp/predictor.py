@@ -170,11 +170,14 @@ class Predictor:
         self.expert_range_species = set(expert_range_species or ())
         self.cosine_similarity = cosine_similarity
         self.temperature = temperature
-        self.prior_meta = prior_meta or describe_model(prior_model, class_names=self.class_names)
+        self.prior_meta = prior_meta or describe_model(
+            prior_model, class_names=self.class_names, expert_range_species=sorted(self.expert_range_species)
+        )
         self.csp_meta = csp_meta
         if self.csp_meta is None and csp_model is not None:
-            loss = {"temperature": temperature, "normalize": cosine_similarity}
-            self.csp_meta = describe_model(csp_model, train={"config": {"loss": loss}})
+            self.csp_meta = describe_model(
+                csp_model, cosine_similarity=cosine_similarity, temperature=temperature
+            )
         self.link_file = Path(link_file) if link_file is not None else None
         n = len(self.class_names)
         self.class_frequency = (
@@ -209,14 +212,12 @@ class Predictor:
         prior_model, meta = _load_prior(directory if bare_checkpoint else directory / PRIOR_DIR, device)
         csp_model = None
         csp_meta = None
-        loss: dict = {}
         image_encoder_name = meta.image_encoder
         if (directory / CSP_DIR).is_dir():
             loaded, loaded_meta = load_checkpoint(directory / CSP_DIR, map_location=device)
             if isinstance(loaded, LocationImageEncoder) and loaded.image_projection is not None:
                 csp_model, csp_meta = loaded, loaded_meta
                 image_encoder_name = loaded_meta.image_encoder or image_encoder_name
-                loss = loaded_meta.train.get("config", {}).get("loss", {})
         image_encoder = None
         species_link: dict[int, int] = {}
         link_file = directory / LINK_FILE if (directory / LINK_FILE).is_file() else None
@@ -235,9 +236,9 @@ class Predictor:
             csp_model=csp_model,
             image_encoder=image_encoder,
             species_link=species_link,
-            expert_range_species=set(meta.train.get("expert_range_species", [])),
-            cosine_similarity=bool(loss.get("normalize", False)),
-            temperature=float(loss.get("temperature", 1.0)),
+            expert_range_species=set(meta.expert_range_species),
+            cosine_similarity=csp_meta.cosine_similarity if csp_meta is not None else False,
+            temperature=csp_meta.temperature if csp_meta is not None else 1.0,
             captive_sites=CaptiveSites(read_captive_places(captive)) if captive.is_file() else None,
             device=device,
             prior_meta=meta,
@@ -261,7 +262,7 @@ class Predictor:
             csp_model=self.csp_model,
             image_encoder=self.image_encoder,
             species_link=link,
-            expert_range_species=set(meta.train.get("expert_range_species", [])),
+            expert_range_species=set(meta.expert_range_species),
             cosine_similarity=self.cosine_similarity,
             temperature=self.temperature,
             captive_sites=self.captive_sites,

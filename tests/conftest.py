@@ -85,7 +85,7 @@ def build_app_model_dir(directory: Path) -> Path:
             prior,
             class_names=names,
             image_encoder="tf_efficientnet_lite0",
-            train={"expert_range_species": APP_EXPERT_RANGE},
+            expert_range_species=APP_EXPERT_RANGE,
         ),
     )
     csp_model = LocationImageEncoder(

@@ -218,7 +218,8 @@ def build_default(options: BuildOptions) -> str:
     prior, meta = load_checkpoint(tuned.best_dir)
     test_metrics = evaluate_on_split(prior, splits, "test")["location"]
     meta.metrics = {"test": test_metrics, "val": meta.metrics}
-    meta.train |= {"expert_range_species": sorted(pseudo), "pseudo_presences": pseudo}
+    meta.expert_range_species = sorted(pseudo)
+    meta.train |= {"pseudo_presences": pseudo}
     save_checkpoint(out / "prior", prior, meta)
     csp_model, csp_meta = load_checkpoint(pretrained.best_dir)
     save_checkpoint(out / "csp", csp_model, csp_meta)

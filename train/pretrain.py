@@ -111,6 +111,8 @@ class PretrainTask:
         return describe_model(
             self.model,
             image_encoder=self.config.image_encoder,
+            cosine_similarity=self.config.loss.normalize,
+            temperature=self.config.loss.temperature,
             metrics=metrics,
             train={"stage": "pretrain", "config": to_dict(self.config), "pairs": self.num_pairs},
         )

@@ -42,7 +42,7 @@ from app.model import ModelSlot
 from app.photos import MAX_SIDE, PhotoError, load_photo
 from app.train_handlers import TrainingHandlers
 from app.training import TrainingManager
-from csp.checkpoint import CheckpointError, describe_model, save_checkpoint
+from csp.checkpoint import SCHEMA_VERSION, CheckpointError, describe_model, save_checkpoint
 from csp.datasets import read_csv
 from csp.models import LocationEncoder, LocationEncoderConfig
 from train.config import DataConfig
@@ -422,7 +422,7 @@ def _truncate(directory: Path) -> None:
 
 def _future_schema(directory: Path) -> None:
     meta = json.loads((directory / "model.json").read_text())
-    (directory / "model.json").write_text(json.dumps(meta | {"schema_version": 2}))
+    (directory / "model.json").write_text(json.dumps(meta | {"schema_version": SCHEMA_VERSION + 1}))
 
 
 def _wrong_config(directory: Path) -> None:
@@ -445,7 +445,10 @@ def _pickle_weights(directory: Path) -> None:
 
 BAD_CHECKPOINTS = {
     "truncated": (_truncate, "does not match the hash recorded"),
-    "schema": (_future_schema, "has schema version 2; this version of csp reads 1"),
+    "schema": (
+        _future_schema,
+        f"has schema version {SCHEMA_VERSION + 1}; this version of csp reads {SCHEMA_VERSION}",
+    ),
     "mismatch": (_wrong_config, "do not match the config"),
     "pickle": (_pickle_weights, "is not a readable safetensors file"),
 }

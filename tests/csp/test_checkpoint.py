@@ -2,16 +2,21 @@
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
 
 from csp.checkpoint import (
+    META_FILE,
+    SCHEMA_VERSION,
     CheckpointError,
     describe_model,
     load_checkpoint,
     point_link,
+    read_meta,
     save_checkpoint,
+    upgrade_checkpoint,
 )
 from csp.models import LocationEncoder, LocationEncoderConfig, LocationImageEncoder
 
@@ -100,3 +105,62 @@ def test_schema_version_and_config_mismatch_are_refused(tmp_path):
     meta_path.write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(directory)
+
+
+def _as_schema_1(meta_path: Path) -> dict:
+    """Rewrite a checkpoint's model.json as schema 1 wrote it: the similarity and the
+    expert-range classes only inside the free-form ``train`` record."""
+    record = json.loads(meta_path.read_text())
+    v1 = {
+        k: v
+        for k, v in record.items()
+        if k not in ("cosine_similarity", "temperature", "expert_range_species")
+    }
+    v1["schema_version"] = 1
+    v1["train"] = {
+        "config": {"loss": {"normalize": record["cosine_similarity"], "temperature": record["temperature"]}},
+        "expert_range_species": record["expert_range_species"],
+        "stage": "finetune",
+    }
+    meta_path.write_text(json.dumps(v1))
+    return v1
+
+
+def test_schema_1_files_are_migrated_on_read_and_upgraded_in_place(tmp_path):
+    model = LocationImageEncoder(
+        LocationEncoderConfig(hidden_dim=32, embed_dim=16), image_dim=8, objective="mc"
+    )
+    meta = describe_model(
+        model, cosine_similarity=True, temperature=0.25, expert_range_species=["Panthera leo"]
+    )
+    directory = save_checkpoint(tmp_path / "c", model, meta)
+    _as_schema_1(directory / META_FILE)
+    migrated = read_meta(directory)
+    assert migrated.schema_version == SCHEMA_VERSION
+    assert (migrated.cosine_similarity, migrated.temperature) == (True, 0.25)
+    assert migrated.expert_range_species == ["Panthera leo"]
+    assert "expert_range_species" not in migrated.train and migrated.train["stage"] == "finetune"
+    assert json.loads((directory / META_FILE).read_text())["schema_version"] == 1  # read only
+    assert upgrade_checkpoint(directory) and not upgrade_checkpoint(directory)
+    upgraded, upgraded_meta = load_checkpoint(directory)  # the weights hash still matches
+    assert upgraded_meta == migrated
+    for (key, a), (_, b) in zip(model.state_dict().items(), upgraded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), key
+
+
+def test_a_schema_1_file_without_loss_settings_gets_the_defaults(tmp_path):
+    model = _encoder()
+    directory = save_checkpoint(tmp_path / "c", model, describe_model(model))
+    record = json.loads((directory / META_FILE).read_text())
+    for key in ("cosine_similarity", "temperature", "expert_range_species"):
+        record.pop(key)
+    (directory / META_FILE).write_text(json.dumps(record | {"schema_version": 1, "train": {}}))
+    meta = read_meta(directory)
+    assert (meta.cosine_similarity, meta.temperature, meta.expert_range_species) == (False, 1.0, [])
+
+
+def test_the_shipped_default_is_in_the_current_schema():
+    root = Path(__file__).resolve().parents[2] / "assets" / "default"
+    for part in ("prior", "csp"):
+        assert json.loads((root / part / META_FILE).read_text())["schema_version"] == SCHEMA_VERSION
+    assert read_meta(root / "prior").expert_range_species  # the pseudo-presence species are flagged

@@ -69,7 +69,7 @@ def test_from_directory_loads_prior_and_rejects_a_bad_one(tmp_path):
     meta = describe_model(
         predictor.prior_model,
         class_names=predictor.class_names,
-        train={"expert_range_species": ["Panthera leo"]},
+        expert_range_species=["Panthera leo"],
     )
     save_checkpoint(tmp_path / "model" / "prior", predictor.prior_model, meta)
     loaded = Predictor.from_directory(tmp_path / "model", load_image_encoder=False)
