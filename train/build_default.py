@@ -31,7 +31,7 @@ import torch
 from csp.checkpoint import load_checkpoint, save_checkpoint
 from csp.chips import ChipLoader, EquirectangularImage
 from csp.cleaning import load_countries, load_native_ranges, native_country_codes, sample_pseudo_presences
-from csp.datasets import GeoRecords, read_csv
+from csp.datasets import GeoRecords
 from csp.features import ImageRecord, extract_features, merge_shards
 from csp.image_encoder import create_image_encoder
 from csp.run_dir import RunDir
@@ -51,9 +51,15 @@ from train.finetune import run_finetune
 from train.geoaware import build_captive
 from train.pretrain import run_pretrain
 from train.runtime import select_device
+from train.where import (
+    PHOTO_ROWS,
+    away_from_benchmark,
+    first_away_from_benchmark,
+    photo_lonlat,
+    sample_land,
+)
 
 BLUE_MARBLE = "assets/basemap/blue_marble_5400x2700.jpg"
-PHOTO_LOCATIONS = "assets/data/mp16_photo_coordinates_100k.csv"
 PSEUDO_PREFIX = "pseudo-presence:"
 
 
@@ -70,8 +76,9 @@ class BuildOptions:
 class BuildPlan:
     """Sizes of one build."""
 
-    photo_points: int = 25_000
-    sphere_points: int = 5_000
+    photo_points: int = 4_000
+    sphere_points: int = 4_000
+    land_points: int = 10_000
     chip_size_deg: float = 2.0
     chip_px: int = 96
     pretrain_epochs: int = 30
@@ -86,6 +93,7 @@ class BuildPlan:
             return cls(
                 photo_points=600,
                 sphere_points=200,
+                land_points=200,
                 pretrain_epochs=2,
                 pretrain_batch=256,
                 finetune_epochs=1,
@@ -95,20 +103,22 @@ class BuildPlan:
 
 
 def pretraining_records(plan: BuildPlan, seed: int) -> list[ImageRecord]:
-    """MP-16 photo locations (seeded subsample) plus uniform sphere points, as chip records."""
-    photos = read_csv(PHOTO_LOCATIONS)
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(len(photos), size=plan.photo_points, replace=False))
-    sphere = sample_sphere(plan.sphere_points, generator=torch.Generator().manual_seed(seed)).numpy()
-    records = [
-        ImageRecord(id=f"mp16-{i}", path=None, lon=float(photos.lonlat[i, 0]), lat=float(photos.lonlat[i, 1]))
-        for i in chosen
+    """Chip records: MP-16 photo locations (seeded subsample), points uniform by area on the
+    sphere (land and sea) and points uniform by area over land, all away from the where-could-
+    this-be benchmark's points (:func:`train.where.away_from_benchmark`); ids ``mp16-<row>``,
+    ``sphere-<i>``, ``land-<i>``."""
+    rows = np.flatnonzero(away_from_benchmark(photo_lonlat(np.arange(PHOTO_ROWS))))
+    rows = np.sort(np.random.default_rng(seed).choice(rows, size=plan.photo_points, replace=False))
+    sphere = sample_sphere(2 * plan.sphere_points, generator=torch.Generator().manual_seed(seed)).numpy()
+    sphere = first_away_from_benchmark(sphere, plan.sphere_points, "sphere")
+    land = first_away_from_benchmark(sample_land(2 * plan.land_points, seed + 1), plan.land_points, "land")
+    parts = [(f"mp16-{row}" for row in rows), (f"sphere-{i}" for i in range(len(sphere))),
+             (f"land-{i}" for i in range(len(land)))]
+    return [
+        ImageRecord(id=name, path=None, lon=float(lon), lat=float(lat))
+        for names, lonlat in zip(parts, (photo_lonlat(rows), sphere, land), strict=True)
+        for name, (lon, lat) in zip(names, lonlat, strict=True)
     ]
-    records += [
-        ImageRecord(id=f"sphere-{i}", path=None, lon=float(lon), lat=float(lat))
-        for i, (lon, lat) in enumerate(sphere)
-    ]
-    return records
 
 
 def add_pseudo_presences(

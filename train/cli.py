@@ -27,6 +27,7 @@ examples:
   python -m train build-default           # rebuild assets/default (about 20 min on 2 CPU cores)
   python -m train experiment fewshot      # the few-shot results table
   python -m train build-captive           # assets/default/captive_places.csv (zoo rule places)
+  python -m train experiment where        # "where could this be?" benchmark of the CSP map
 """
 
 
@@ -143,10 +144,21 @@ def _cmd_build_captive(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
+    if args.name == "where":
+        from train.where import WhereOptions, run_where
+
+        print(run_where(WhereOptions(
+            chips=Path(args.chips),
+            checkpoints=tuple(Path(c) for c in args.checkpoint or ["assets/default/csp"]),
+            split=args.split,
+            out=Path(args.out or "runs/where"),
+            pool=Path(args.pool) if args.pool else None,
+        )))
+        return 0
     from train.experiment import FewShotOptions, run_fewshot
 
     options = FewShotOptions(
-        out=Path(args.out),
+        out=Path(args.out or "runs/fewshot"),
         features=Path(args.features),
         encodings=tuple(args.encodings.split(",")),
         fractions=tuple(float(f) for f in args.fractions.split(",")),
@@ -218,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     captive.add_argument("--out", default="assets/default", help="model directory to write into")
     captive.set_defaults(run=_cmd_build_captive)
 
-    experiment = commands.add_parser("experiment", help="experiments (fewshot)")
-    experiment.add_argument("name", choices=["fewshot"])
-    experiment.add_argument("--out", default="runs/fewshot")
+    experiment = commands.add_parser("experiment", help="experiments (fewshot, where)")
+    experiment.add_argument("name", choices=["fewshot", "where"])
+    experiment.add_argument("--out", help="results directory (default runs/<name>)")
     experiment.add_argument(
         "--features",
         default="runs/build-default/features",
@@ -231,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--seeds", default="0,1,2")
     experiment.add_argument("--methods", default="sup-only,csp-mc-bld,csp-mc-bl,csp-nce-bld,mse")
     experiment.add_argument("--pretrain-epochs", type=int, default=20)
+    where = experiment.add_argument_group("where (image -> location benchmark, train/where.py)")
+    where.add_argument("--checkpoint", action="append", help="pre-trained CSP model (repeatable; "
+                       "default assets/default/csp)")
+    where.add_argument("--chips", default="runs/chips", help="benchmark chip stores (made if missing)")
+    where.add_argument("--split", default="test", choices=["test", "val"])
+    where.add_argument("--pool", help="a pre-training feature store: adds its nearest-chip baseline")
     experiment.set_defaults(run=_cmd_experiment)
     return parser
 
