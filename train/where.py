@@ -50,6 +50,7 @@ from csp.places import (
     top_places,
 )
 from csp.samplers import LandMask
+from csp.stats import paired_bootstrap
 
 COUNTRIES = "assets/basemap/naturalearth_110m_countries.geojson"
 PHOTO_LOCATIONS = "assets/data/mp16_photo_coordinates_100k.csv"
@@ -237,24 +238,19 @@ def errors_km(guesses: Guesses, truth: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return top1, top5
 
 
-def paired_difference(
-    a: np.ndarray, b: np.ndarray, seed: int = 0, samples: int = BOOTSTRAP_SAMPLES
-) -> dict[str, tuple[float, float, float]]:
-    """Paired bootstrap over chips of method a minus method b (``(N,)`` errors each, km):
-    ``{"median_km": (estimate, low, high), "within_500km": ...}`` with 95 % percentile bounds
-    (share in percentage points)."""
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(a), size=(samples, len(a)))
-    stats = {
-        "median_km": lambda x: np.median(x, axis=-1),
-        "within_500km": lambda x: 100.0 * np.mean(x <= 500.0, axis=-1),
+def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Method a minus method b on the same chips (``(N,)`` errors each, km), each as
+    ``(estimate, low, high)`` with a paired 95 % bootstrap interval over chips:
+    ``within_500km`` (percentage points, :func:`csp.stats.paired_bootstrap`) and ``median_km``
+    (a median is no mean, so its replicates are drawn here, the same way)."""
+    share = paired_bootstrap(100.0 * (a <= 500.0), 100.0 * (b <= 500.0), n_boot=BOOTSTRAP_SAMPLES, seed=seed)
+    draws = np.random.default_rng(seed).integers(0, len(a), size=(BOOTSTRAP_SAMPLES, len(a)))
+    medians = np.median(a[draws], axis=1) - np.median(b[draws], axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return {
+        "median_km": (float(np.median(a) - np.median(b)), float(low), float(high)),
+        "within_500km": (share.difference, share.low, share.high),
     }
-    out = {}
-    for name, stat in stats.items():
-        boot = stat(a[draws]) - stat(b[draws])
-        low, high = np.percentile(boot, [2.5, 97.5])
-        out[name] = (float(stat(a) - stat(b)), float(low), float(high))
-    return out
 
 
 @dataclass
@@ -311,12 +307,6 @@ def load_gallery(chips: Path, device: str = "cpu") -> tuple[np.ndarray, np.ndarr
     return np.asarray(store.features, dtype=np.float32), store.lonlat.astype(np.float64)
 
 
-def map_settings(train_meta: dict) -> tuple[float, bool]:
-    """(temperature, cosine) of a CSP model from its checkpoint's ``train`` metadata."""
-    loss = train_meta.get("config", {}).get("loss", {})
-    return float(loss.get("temperature", 1.0)), bool(loss.get("normalize", False))
-
-
 def score(guesses: Guesses, bench: BenchChips) -> dict[str, dict[str, dict[str, float]]]:
     """``{part: {"top1": summary, "top5": summary}}`` for parts ``land``, ``photo``, ``all``."""
     top1, top5 = errors_km(guesses, bench.lonlat)
@@ -334,9 +324,9 @@ def method_guesses(options: WhereOptions, bench: BenchChips) -> list[Guesses]:
     methods = []
     for directory in options.checkpoints:
         model, meta = load_checkpoint(directory, map_location="cpu")
-        temperature, cosine = map_settings(meta.train)
         name = f"CSP map ({directory})"
-        methods.append(csp_guesses(model.eval(), bench.features, temperature, cosine, name))
+        guesses = csp_guesses(model.eval(), bench.features, meta.temperature, meta.cosine_similarity, name)
+        methods.append(guesses)
     methods.append(gallery_guesses(bench.features, *load_gallery(options.chips, options.device),
                                    f"nearest chip, {GALLERY_STEP_DEG:g} deg gallery"))
     if options.pool is not None:
