@@ -50,12 +50,17 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[PositionEncoding]] = {}
+_LEGACY: set[str] = set()
 
 _E = TypeVar("_E", bound="type[PositionEncoding]")
 
 
-def register_encoding(name: str) -> Callable[[_E], _E]:
+def register_encoding(name: str, legacy: bool = False) -> Callable[[_E], _E]:
     """Class decorator: register a :class:`PositionEncoding` subclass under ``name``.
+
+    ``legacy``: a variant kept only to run models of the CSP reference code
+    (:mod:`csp.legacy_encodings`); :func:`create_encoding` builds it, :func:`list_encodings`
+    lists it only when asked.
 
     Raises:
         ValueError: ``name`` is already registered.
@@ -72,14 +77,17 @@ def register_encoding(name: str) -> Callable[[_E], _E]:
             )
         cls.name = name
         _REGISTRY[name] = cls
+        if legacy:
+            _LEGACY.add(name)
         return cls
 
     return decorator
 
 
-def list_encodings() -> list[str]:
-    """Names of all registered position encodings, sorted."""
-    return sorted(_REGISTRY)
+def list_encodings(legacy: bool = False) -> list[str]:
+    """Names of the registered position encodings, sorted (``legacy``: with the reference
+    code's legacy variants)."""
+    return sorted(name for name in _REGISTRY if legacy or name not in _LEGACY)
 
 
 def create_encoding(name: str, **kwargs: Any) -> PositionEncoding:
@@ -91,7 +99,8 @@ def create_encoding(name: str, **kwargs: Any) -> PositionEncoding:
     """
     if name not in _REGISTRY:
         raise ValueError(
-            f"unknown position encoding {name!r}; registered: {', '.join(list_encodings())}"
+            f"unknown position encoding {name!r}; registered: {', '.join(list_encodings())} "
+            f"(legacy: {', '.join(sorted(_LEGACY))})"
         )
     cls = _REGISTRY[name]
     try:
@@ -703,3 +712,7 @@ class SphericalHarmonicsEncoding(PositionEncoding):
             * trig[..., self.trig_index.to(lonlat.device)]
             * _like(self.scale, lonlat)
         )
+
+
+# The CSP reference code's variants register themselves in this registry (legacy=True).
+from csp import legacy_encodings  # noqa: E402, F401

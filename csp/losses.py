@@ -8,7 +8,8 @@ locations per sample):
 
 * ``loc = e(x)`` ``(B, E)``, ``img = W f(I)`` ``(B, E)``, ``s_ij = <loc_i, img_j> / tau``.
 * **B** (in-batch, MC): ``L_B = CE(s, diag)``: for each location the matching image among the
-  batch's images; ``symmetric`` averages it with the image -> location direction.
+  batch's images; ``symmetric`` averages it with the image -> location direction
+  (``symmetric_reduction="sum"`` adds the two, as the reference code's ``contsoftmaxsym``).
 * **L** (random locations): ``L_L = -log softmax([s_ii, <e(x'_i1), img_i>/tau, ...])_0``: for each
   image, its own location against K locations drawn uniformly on the sphere.
 * **D** (SimCSE): two dropout views ``loc^1, loc^2`` of the same locations;
@@ -61,6 +62,8 @@ class CSPLossConfig:
     ``simcse_temperature`` (D term) divide the logits of their term.
     ``normalize``: L2-normalise the embeddings before the dot products (cosine similarity, as
     the CSP reference code does). Off by default: raw dot products with temperature 1.
+    ``symmetric_reduction``: how ``symmetric`` combines the two directions of the B term,
+    ``mean`` (ours) or ``sum`` (the reference code's ``contsoftmaxsym``).
     """
 
     objective: str = "mc"
@@ -72,6 +75,7 @@ class CSPLossConfig:
     random_location_temperature: float | None = None
     simcse_temperature: float = 1.0
     symmetric: bool = False
+    symmetric_reduction: str = "mean"
     normalize: bool = False
 
     def __post_init__(self) -> None:
@@ -82,6 +86,8 @@ class CSPLossConfig:
             raise ValueError("temperatures must be positive")
         if self.num_random_locations < 0:
             raise ValueError("num_random_locations must be >= 0")
+        if self.symmetric_reduction not in ("mean", "sum"):
+            raise ValueError(f"symmetric_reduction must be 'mean' or 'sum', got {self.symmetric_reduction!r}")
 
     @property
     def uses_random_locations(self) -> bool:
@@ -95,13 +101,16 @@ class CSPLossConfig:
         return asdict(self)
 
 
-def info_nce(queries: Tensor, keys: Tensor, temperature: float, symmetric: bool = False) -> Tensor:
+def info_nce(
+    queries: Tensor, keys: Tensor, temperature: float, symmetric: bool = False, reduction: str = "mean"
+) -> Tensor:
     """InfoNCE with the diagonal as target.
 
     Args:
         queries: ``(N, E)``; keys: ``(N, E)``, row i of each is a positive pair.
         temperature: tau > 0.
-        symmetric: average the query->key and key->query directions.
+        symmetric: also the key->query direction, combined by ``reduction``: ``mean`` of the
+            two or their ``sum`` (the reference code's ``contsoftmaxsym``).
 
     Returns:
         scalar loss.
@@ -109,8 +118,12 @@ def info_nce(queries: Tensor, keys: Tensor, temperature: float, symmetric: bool 
     logits = queries @ keys.T / temperature
     target = torch.arange(logits.shape[0], device=logits.device)
     loss = F.cross_entropy(logits, target)
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     if symmetric:
-        loss = 0.5 * (loss + F.cross_entropy(logits.T, target))
+        loss = loss + F.cross_entropy(logits.T, target)
+        if reduction == "mean":
+            loss = 0.5 * loss
     return loss
 
 
@@ -203,7 +216,9 @@ def csp_loss(
     global_loc = gather(loc)
     if config.in_batch_weight > 0:
         if config.objective == "mc":
-            terms["in_batch"] = info_nce(global_loc, gather(img), tau, config.symmetric)
+            terms["in_batch"] = info_nce(
+                global_loc, gather(img), tau, config.symmetric, config.symmetric_reduction
+            )
         else:
             terms["in_batch"] = contrast(global_loc, gather(img), tau)
         total = total + config.in_batch_weight * terms["in_batch"]

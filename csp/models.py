@@ -21,12 +21,22 @@ from torch import Tensor, nn
 
 from csp.encodings import create_encoding
 
+
+class LeakyReLU02(nn.LeakyReLU):
+    """LeakyReLU with negative slope 0.2: the CSP reference code's ``leakyrelu``."""
+
+    def __init__(self) -> None:
+        super().__init__(negative_slope=0.2)
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
+    "leaky_relu": nn.LeakyReLU,  # negative slope 0.01 (PyTorch's default)
+    "leaky_relu_0.2": LeakyReLU02,
     "gelu": nn.GELU,
     "silu": nn.SiLU,
     "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
 }
 
 OBJECTIVES = ("mc", "nce", "mse")
@@ -47,6 +57,10 @@ class LocationEncoderConfig:
         final_activation: apply activation and dropout after the last layer too (the CSP
             reference does; it is what makes SimCSE's two dropout views differ).
         residual: SINR-style residual blocks instead of a plain MLP.
+        layer_norm: LayerNorm after each hidden layer of the plain MLP (after its dropout and
+            skip connection; not after the last layer), as the CSP reference code's MLP.
+        skip_connection: add each hidden layer's input to its output where both have the same
+            width (plain MLP; the reference code's ``skip_connection``).
         num_classes: size of the bias-free ``class_emb`` head (0: no head).
         num_users: size of the optional bias-free ``user_emb`` head (0: none).
     """
@@ -60,6 +74,8 @@ class LocationEncoderConfig:
     dropout: float = 0.5
     final_activation: bool = True
     residual: bool = False
+    layer_norm: bool = False
+    skip_connection: bool = False
     num_classes: int = 0
     num_users: int = 0
 
@@ -73,6 +89,8 @@ class LocationEncoderConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_hidden_layers < 0 or self.num_classes < 0 or self.num_users < 0:
             raise ValueError("num_hidden_layers, num_classes and num_users must be >= 0")
+        if self.residual and (self.layer_norm or self.skip_connection):
+            raise ValueError("layer_norm and skip_connection apply to the plain MLP, not residual=True")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +125,8 @@ def _act_drop(config: LocationEncoderConfig) -> list[nn.Module]:
 
 
 class ResidualBlock(nn.Module):
-    """``y = x + act(drop(W2 act(W1 x)))``, width preserved (SINR's residual layer)."""
+    """``y = x + act(W2 drop(act(W1 x)))``, width preserved (SINR's residual layer, also the
+    CSP reference code's ``ResLayer`` of its ``geo_net``)."""
 
     def __init__(self, width: int, hidden: int, config: LocationEncoderConfig) -> None:
         super().__init__()
@@ -115,14 +134,26 @@ class ResidualBlock(nn.Module):
         self.post = ACTIVATIONS[config.activation]()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.post(x + self.body(x))
+        return x + self.post(self.body(x))
+
+
+class SkipConnection(nn.Module):
+    """``y = x + body(x)`` (a hidden layer of the plain MLP with ``skip_connection``)."""
+
+    def __init__(self, *body: nn.Module) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*body)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
 
 
 def build_mlp(in_dim: int, config: LocationEncoderConfig) -> nn.Sequential:
     """The network after the position encoding: ``(..., in_dim) -> (..., embed_dim)``.
 
-    Plain: ``num_hidden_layers`` x (Linear -> act -> dropout) then Linear to ``embed_dim``,
-    followed by act -> dropout when ``final_activation``. Residual: a Linear stem to
+    Plain: ``num_hidden_layers`` x (Linear -> act -> dropout [-> + input with
+    ``skip_connection`` where the widths match] [-> LayerNorm with ``layer_norm``]) then Linear
+    to ``embed_dim``, followed by act -> dropout when ``final_activation``. Residual: a Linear stem to
     ``embed_dim``, ``num_hidden_layers`` residual blocks of inner width ``hidden_dim``.
     """
     layers: list[nn.Module] = []
@@ -137,7 +168,11 @@ def build_mlp(in_dim: int, config: LocationEncoderConfig) -> nn.Sequential:
         return nn.Sequential(*layers)
     width = in_dim
     for _ in range(config.num_hidden_layers):
-        layers += [nn.Linear(width, config.hidden_dim), *_act_drop(config)]
+        hidden = [nn.Linear(width, config.hidden_dim), *_act_drop(config)]
+        skip = config.skip_connection and width == config.hidden_dim
+        layers += [SkipConnection(*hidden)] if skip else hidden
+        if config.layer_norm:
+            layers.append(nn.LayerNorm(config.hidden_dim))
         width = config.hidden_dim
     layers.append(nn.Linear(width, config.embed_dim))
     if config.final_activation:

@@ -28,6 +28,7 @@ examples:
   python -m train experiment fewshot      # the few-shot results table
   python -m train build-captive           # assets/default/captive_places.csv (zoo rule places)
   python -m train experiment where        # "where could this be?" benchmark of the CSP map
+  python -m train convert-official model_fmow_gridcell_....pth.tar --out runs/official-fmow
 """
 
 
@@ -176,6 +177,12 @@ def _summary(stage: str, result) -> None:
         print(f"{stage} done: best {result.best_dir} ({json.dumps(figures)})")
 
 
+def _cmd_convert_official(args: argparse.Namespace) -> int:
+    from train.convert_official import run_convert
+
+    return run_convert(args.checkpoint, args.out, args.stage, args.class_names)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train",
@@ -250,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--split", default="test", choices=["test", "val"])
     where.add_argument("--pool", help="a pre-training feature store: adds its nearest-chip baseline")
     experiment.set_defaults(run=_cmd_experiment)
+
+    convert = commands.add_parser("convert-official", help="convert a CSP reference-code checkpoint")
+    convert.add_argument("checkpoint", help="the reference code's .pth.tar file (read safely)")
+    convert.add_argument("--out", required=True, help="model directory to write (prior/ and/or csp/)")
+    convert.add_argument("--stage", default="auto", choices=["auto", "pretrain", "finetune"])
+    convert.add_argument("--class-names", help="text file: one class name per class-head row")
+    convert.set_defaults(run=_cmd_convert_official)
     return parser
 
 
