@@ -407,7 +407,8 @@ def convert_official(
     if converted.csp is not None:
         loss = official_loss_config(params)
         config = {"loss": loss.to_dict()} if loss is not None else {}
-        meta = describe_model(converted.csp, train={**provenance, "config": config})
+        similarity = {"cosine_similarity": loss.normalize, "temperature": loss.temperature} if loss else {}
+        meta = describe_model(converted.csp, **similarity, train={**provenance, "config": config})
         save_checkpoint(out / CSP_DIR, converted.csp, meta)
     if converted.prior is not None:
         count = converted.prior.num_classes
