@@ -1,5 +1,9 @@
 """Throughput of the location encoders, the CSP-MC-BLD pre-training step, the trainer end to end,
-and the evaluation passes, on this machine. Not a test: prints figures (medians of repeats).
+and the evaluation passes, on this machine. Not a test: prints figures, no constants.
+
+Every speed figure is set against a ceiling measured in the same run on the same shapes
+(:mod:`ceiling`: the step's own matrix products timed alone) and printed as a ratio; times are
+medians of repeats, and the load average is printed because the machine may be shared.
 
     python bench/bench_train.py [--quick]
 """
@@ -11,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,17 +23,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ceiling import Ceiling, against_ceiling, conditions, large_matmul_gflops  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 from csp.encodings import list_encodings  # noqa: E402
-from csp.losses import CSPLossConfig, PretrainBatch, csp_loss  # noqa: E402
 from csp.metrics import evaluate_prior  # noqa: E402
-from csp.models import LocationEncoder, LocationEncoderConfig, LocationImageEncoder  # noqa: E402
+from csp.models import LocationEncoder, LocationEncoderConfig  # noqa: E402
 from csp.samplers import sample_sphere  # noqa: E402
 from train.config import PretrainConfig, load_config  # noqa: E402
-from train.pretrain import run_pretrain  # noqa: E402
+from train.engine import TrainingState  # noqa: E402
+from train.pretrain import PretrainTask, run_pretrain  # noqa: E402
+from train.runtime import Distributed  # noqa: E402
 
-FLOP_PER_PAIR = 8.4e6  # CSP-MC-BLD bench configuration, forward + backward (issue #2)
+BATCH = 1024
+FEATURE_DIM = 2048
 
 
 def bench_encodings(batch: int, repeats: int) -> None:
@@ -41,59 +49,61 @@ def bench_encodings(batch: int, repeats: int) -> None:
         print(f"{name:>20}: {batch / seconds:12,.0f}  (D = {encoder.position_encoding.output_dim})")
 
 
-def bench_config() -> PretrainConfig:
-    return load_config(PretrainConfig, "csp-mc-bld", ["runtime.progress=false", "runtime.device=cpu"])
+def bench_config(overrides: list[str] = ()) -> PretrainConfig:
+    return load_config(
+        PretrainConfig, "csp-mc-bld", ["runtime.progress=false", "runtime.device=cpu", *overrides]
+    )
 
 
-def matmul_gflops(repeats: int) -> float:
-    """This CPU's float32 matrix-multiply rate (2048^3), the compute ceiling of a step."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    return 2 * 2048**3 / median_seconds(lambda: a @ b, repeats) / 1e9
-
-
-def bench_step(repeats: int) -> float:
-    config = bench_config()
-    model = LocationImageEncoder(config.model, image_dim=2048, objective="mc")
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+def synthetic_pairs(n: int, dim: int = FEATURE_DIM) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random locations ``(n, 2)`` degrees and features ``(n, dim)`` (seeded)."""
     generator = torch.Generator().manual_seed(0)
-    lonlat = sample_sphere(1024, generator=generator)
-    batch = PretrainBatch(lonlat, torch.randn(1024, 2048, generator=generator))
-    loss_config = CSPLossConfig(**{**config.loss.to_dict(), "num_random_locations": 1})
+    return sample_sphere(n, generator=generator), torch.randn(n, dim, generator=generator)
+
+
+def trainer_step(config: PretrainConfig, num_pairs: int) -> Callable[[], None]:
+    """One optimisation step of the trainer's own objective and optimizer (batch of
+    ``config.optim.batch_size`` random indices)."""
+    device = torch.device("cpu")
+    task = PretrainTask(config, *synthetic_pairs(num_pairs), device, Distributed())
+    training = TrainingState(task.model, config.optim, config.runtime, device)
+    generator = torch.Generator().manual_seed(1)
+    batch = config.optim.batch_size
 
     def step() -> None:
-        negatives = sample_sphere((1024, 1), generator=generator)
-        loss, _ = csp_loss(model, batch, loss_config, negatives)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        indices = torch.randint(0, task.num_items, (batch,), generator=generator)
+        loss, _ = task.objective(indices, generator)
+        training.step(loss)
 
-    seconds = median_seconds(step, repeats, warmup=3)
-    print("\n# one CSP-MC-BLD step (grid 32 scales, 256-d, batch 1024, 2048-d features, L=1, SimCSE)")
+    return step
+
+
+def bench_step(step: Callable[[], None], repeats: int) -> Ceiling:
+    """The trainer step against its matmul ceiling, printed."""
+    result = against_ceiling(step, repeats)
     print(
-        f"step: {seconds * 1000:.1f} ms  ->  {1024 / seconds:,.0f} pairs/s "
-        f"({1024 / seconds * FLOP_PER_PAIR / 1e9:.0f} GFLOP/s)"
+        f"\n# one CSP-MC-BLD trainer step (grid 32 scales, 256-d, batch {BATCH:,}, "
+        f"{FEATURE_DIM:,}-d features, L=1, SimCSE), median of {repeats}"
     )
-    return seconds
+    print(
+        f"step: {result.step_seconds * 1000:.1f} ms -> {BATCH / result.step_seconds:,.0f} pairs/s, "
+        f"{result.flop / result.step_seconds / 1e9:.0f} GFLOP/s"
+    )
+    print(
+        f"its {result.calls} matrix products alone: {result.seconds * 1000:.1f} ms "
+        f"({result.flop / 1e9:.2f} GFLOP at {result.gflops:.0f} GFLOP/s) -> ceiling "
+        f"{BATCH / result.seconds:,.0f} pairs/s"
+    )
+    print(f"step / ceiling: {result.ratio:.2f}")
+    return result
 
 
 def bench_trainer(num_pairs: int, epochs: int) -> float:
-    generator = torch.Generator().manual_seed(0)
-    lonlat = sample_sphere(num_pairs, generator=generator)
-    features = torch.randn(num_pairs, 2048, generator=generator)
+    """Median epoch rate (pairs/s) of a whole ``run_pretrain`` on synthetic pairs."""
     with tempfile.TemporaryDirectory() as out:
-        config = load_config(
-            PretrainConfig,
-            "csp-mc-bld",
-            [
-                "runtime.progress=false",
-                "runtime.device=cpu",
-                f"runtime.out_dir={out}",
-                f"optim.epochs={epochs}",
-                "val_fraction=0.0",
-            ],
-        )
+        config = bench_config([f"runtime.out_dir={out}", f"optim.epochs={epochs}", "val_fraction=0.0"])
         started = time.perf_counter()
-        result = run_pretrain(config, pairs=(lonlat, features))
+        result = run_pretrain(config, pairs=synthetic_pairs(num_pairs))
         wall = time.perf_counter() - started
     rates = [r["pairs_per_second"] for r in result.history]
     rate = statistics.median(rates)
@@ -112,9 +122,16 @@ def bench_evaluation(points: int, classes: int, repeats: int) -> float:
     lonlat = sample_sphere(points, generator=generator)
     labels = torch.randint(0, classes, (points,), generator=generator)
     probs = torch.softmax(torch.randn(points, classes, generator=generator), 1)
-    seconds = median_seconds(lambda: evaluate_prior(encoder, lonlat, labels, probs), repeats)
-    print(f"geo-aware evaluation, {points:,} points x {classes:,} classes: {seconds:.3f} s")
-    return seconds
+
+    def run() -> None:
+        evaluate_prior(encoder, lonlat, labels, probs)
+
+    result = against_ceiling(run, repeats)
+    print(
+        f"geo-aware evaluation, {points:,} points x {classes:,} classes: {result.step_seconds:.3f} s "
+        f"(its matrix products alone: {result.seconds:.3f} s; ratio {result.ratio:.2f})"
+    )
+    return result.step_seconds
 
 
 def main() -> None:
@@ -122,24 +139,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller runs")
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(conditions())
     bench_encodings(65_536, repeats)
-    step = bench_step(repeats * 3)
+    step = trainer_step(bench_config(), 4 * BATCH)
+    before = bench_step(step, repeats * 3)
     rate = bench_trainer(20_480 if args.quick else 61_440, 3)
-    gflops = matmul_gflops(repeats)
-    measured_ceiling = gflops * 1e9 / FLOP_PER_PAIR
+    after = against_ceiling(step, repeats * 3)
+    ceiling = statistics.median([before.seconds, after.seconds])
     print(
-        f"\nmatmul {gflops:.0f} GFLOP/s -> ceiling {measured_ceiling:,.0f} pairs/s on this CPU; "
-        f"trainer / that ceiling: {rate / measured_ceiling:.2f}"
+        f"step ceiling measured again after the trainer: {BATCH / after.seconds:,.0f} pairs/s "
+        f"(before: {BATCH / before.seconds:,.0f}); trainer epoch rate / mean ceiling: "
+        f"{rate * ceiling / BATCH:.2f}"
     )
-    ceiling = 14_000  # the issue's estimate, from 110-125 GFLOP/s
-    print(
-        f"step rate / ceiling ({ceiling:,} pairs/s): {1024 / step / ceiling:.2f}; "
-        f"trainer rate / ceiling: {rate / ceiling:.2f}; trainer / reference (4,450): {rate / 4450:.2f}x"
-    )
-    print("\n# evaluation (targets: 0.08 s and 0.15 s; reference code: 7.8 s and 7.6 s)")
+    large = large_matmul_gflops(repeats)
+    print(f"one large matmul (2048^3, float32) alone: {large:.0f} GFLOP/s")
+    print(f"\n# evaluation, median of {repeats}")
     bench_evaluation(10_000, 62, repeats)
     bench_evaluation(2_000, 8_142, repeats)
+    print("\n" + conditions())
 
 
 if __name__ == "__main__":

@@ -23,12 +23,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import functools
 import hashlib
 import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -429,29 +431,81 @@ def merge_shards(out_dir: str | Path) -> FeatureStore:
     return FeatureStore.open(out_dir)
 
 
+def write_store(
+    out_dir: str | Path,
+    lonlat: np.ndarray,
+    features: np.ndarray | Iterable[np.ndarray],
+    encoder: str,
+    ids: Sequence[str] | None = None,
+) -> FeatureStore:
+    """Write a merged store from features computed elsewhere, and open it.
+
+    Args:
+        out_dir: a new or empty directory.
+        lonlat: ``(N, 2)`` (lon, lat) degrees.
+        features: ``(N, F)``, or consecutive row blocks ``(n_i, F)`` (an iterator: the whole
+            array is never held in memory); written as float16.
+        encoder: name of the image encoder the features come from (``manifest["encoder"]``).
+        ids: N record ids; default ``"0" .. "N-1"``. Paths and labels are left empty.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / MANIFEST).exists():
+        raise FileExistsError(f"{out_dir} already holds a feature store")
+    lonlat = np.asarray(lonlat, dtype=np.float64).reshape(-1, 2)
+    blocks = [features] if isinstance(features, np.ndarray) else features
+    counts: list[int] = []
+    dims: set[int] = set()
+
+    def write_features(fh: Any) -> None:
+        for block in blocks:
+            block = np.asarray(block)
+            counts.append(block.shape[0])
+            dims.add(block.shape[1])
+            fh.write(np.ascontiguousarray(block, dtype=np.float16).tobytes())
+
+    _atomic_write_bytes(out_dir / MERGED_FEATURES, write_features)
+    if sum(counts) != len(lonlat) or len(dims) > 1:
+        (out_dir / MERGED_FEATURES).unlink()
+        raise ValueError(f"features hold {sum(counts)} rows of widths {sorted(dims)}, "
+                         f"but lonlat has {len(lonlat)} rows")
+    names = [str(i) for i in range(len(lonlat))] if ids is None else list(ids)
+
+    def write_index(fh: Any) -> None:
+        fh.write(",".join(INDEX_COLUMNS) + "\n")
+        for name, (lon, lat) in zip(names, lonlat.tolist(), strict=True):
+            fh.write(f"{name},,{lon!r},{lat!r},\n")
+
+    _atomic_write_bytes(out_dir / MERGED_INDEX, write_index, mode="w")
+    _write_json(out_dir / MANIFEST, {
+        "format_version": FORMAT_VERSION, "encoder": encoder, "feature_dim": dims.pop() if dims else 0,
+        "num_records": len(lonlat), "merged": True, "num_features": len(lonlat), "num_failed": 0,
+    })
+    return FeatureStore.open(out_dir)
+
+
 @dataclass
 class FeatureStore:
     """A merged feature store opened read-only.
 
+    Opening reads the manifest, memory-maps the features and reads the locations; the ids,
+    paths and labels are read from ``index.csv`` when first used (a store may hold tens of
+    millions of rows).
+
     Attributes:
         features: np.memmap float16 ``(N, F)`` (a plain empty array when N == 0).
         lonlat: float32 ``(N, 2)`` (lon, lat) in degrees.
-        ids: N record ids; ``paths``: N paths (None for generated images).
-        labels: N labels (None entries where missing), or None if no record has a label.
         manifest: the store's manifest.json.
     """
 
     directory: Path
     features: np.ndarray
     lonlat: np.ndarray
-    ids: list[str]
-    paths: list[str | None]
-    labels: list[str | None] | None
     manifest: dict
 
     @classmethod
     def open(cls, directory: str | Path) -> FeatureStore:
-        """Open a store merged by :func:`merge_shards`.
+        """Open a store merged by :func:`merge_shards` or written by :func:`write_store`.
 
         Raises:
             FileNotFoundError: missing manifest / merged files (run merge_shards()).
@@ -471,21 +525,34 @@ class FeatureStore:
                              f"{n} x {dim} float16")
         features = (np.memmap(feats_path, dtype=np.float16, mode="r", shape=(n, dim)) if n
                     else np.zeros((0, dim), dtype=np.float16))
-        with open(index_path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        if len(rows) != n:
-            raise ValueError(f"{index_path} has {len(rows)} rows but the features have {n}")
-        labels = [row["label"] or None for row in rows]
-        return cls(
-            directory=directory,
-            features=features,
-            lonlat=np.array([[float(r["lon"]), float(r["lat"])] for r in rows],
-                            dtype=np.float32).reshape(n, 2),
-            ids=[row["id"] for row in rows],
-            paths=[row["path"] or None for row in rows],
-            labels=labels if any(label is not None for label in labels) else None,
-            manifest=manifest,
-        )
+        import pandas as pd
+
+        table = pd.read_csv(index_path, usecols=["lon", "lat"], dtype=np.float64)
+        if len(table) != n:
+            raise ValueError(f"{index_path} has {len(table)} rows but the features have {n}")
+        lonlat = table[["lon", "lat"]].to_numpy(dtype=np.float32).reshape(n, 2)
+        return cls(directory=directory, features=features, lonlat=lonlat, manifest=manifest)
+
+    @functools.cached_property
+    def _index(self) -> list[dict[str, str]]:
+        with open(self.directory / MERGED_INDEX, newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    @property
+    def ids(self) -> list[str]:
+        """N record ids."""
+        return [row["id"] for row in self._index]
+
+    @property
+    def paths(self) -> list[str | None]:
+        """N image paths (None for generated images)."""
+        return [row["path"] or None for row in self._index]
+
+    @property
+    def labels(self) -> list[str | None] | None:
+        """N labels (None entries where missing), or None if no record has a label."""
+        labels = [row["label"] or None for row in self._index]
+        return labels if any(label is not None for label in labels) else None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -493,6 +560,16 @@ class FeatureStore:
     @property
     def feature_dim(self) -> int:
         return int(self.features.shape[1])
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """Zero-copy host tensors: (features float16 ``(N, F)`` over the memory map, lonlat
+        float32 ``(N, 2)`` degrees). Read-only: the features share the file's pages; reading
+        a row reads it from disk (or the page cache), nothing is loaded up front."""
+        with warnings.catch_warnings():
+            # The memory map is opened read-only and these tensors are only ever read.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            features = torch.from_numpy(self.features)
+        return features, torch.from_numpy(self.lonlat)
 
     def to_tensors(self, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
         """(features float32 ``(N, F)``, lonlat float32 ``(N, 2)`` degrees) on ``device``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,6 +30,16 @@ def sample_sphere(
     lon = u[..., 0] * 360.0 - 180.0
     lat = torch.rad2deg(torch.asin(u[..., 1] * 2.0 - 1.0))
     return torch.stack([lon, lat], dim=-1)
+
+
+class LocationSampler(Protocol):
+    """Draws ``n`` locations ``(n, 2)`` (lon, lat) degrees: :func:`sample_sphere`,
+    :meth:`LandMask.sample`, or any callable of this signature (a training objective's source
+    of negative or background locations)."""
+
+    def __call__(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor: ...
 
 
 class LandMask:

@@ -49,6 +49,10 @@ class RuntimeConfig:
     out_dir: str = "runs/run"
     progress: bool = True
     checkpoint_every: int = 1  # epochs
+    # Read each batch's rows from host memory (a feature store's float16 memory map) instead
+    # of holding all training data on the device; None: stream pre-training features read
+    # from a feature store, hold everything else on the device (train/batches.py).
+    stream: bool | None = None
 
 
 @dataclass

@@ -161,14 +161,15 @@ def far_from(points: np.ndarray, others: np.ndarray, km: float, chunk: int = 204
 
 
 def load_pairs(config: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Locations ``(N, 2)`` and frozen image features ``(N, F)`` from the config's feature store."""
+    """Locations ``(N, 2)`` float32 and frozen image features ``(N, F)`` float16 from the config's
+    feature store; the features are the store's memory map (nothing is read up front)."""
     store = FeatureStore.open(config.features)
     encoder_name = store.manifest.get("encoder")
     if encoder_name and encoder_name != config.image_encoder:
         raise ValueError(
             f"{config.features} holds {encoder_name} features, but the config names {config.image_encoder}"
         )
-    features, lonlat = store.to_tensors()
+    features, lonlat = store.tensors()
     return lonlat, features
 
 

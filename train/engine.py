@@ -1,9 +1,10 @@
 """The training loop shared by pre-training and fine-tuning.
 
-A :class:`Task` owns its data as tensors on the device and an ``objective`` module whose
-``forward(indices, random_lonlat)`` returns the loss of one batch; batches are index tensors
-drawn on the device (:class:`csp.samplers.BatchIndexSampler`), so the hot loop has no
-per-sample Python and no host synchronisation (the loss is read back once per epoch).
+A :class:`Task` owns its data and an ``objective`` module whose ``forward(indices, generator)``
+returns the loss of one batch: it reads the batch's rows (:class:`train.batches.BatchRows`) and
+draws its own negative locations from ``generator``. Batches are host index tensors
+(:class:`csp.samplers.BatchIndexSampler`), so the hot loop has no per-sample Python and no
+host synchronisation (the loss is read back once per epoch).
 
 The run directory's layout and its status states are defined in :mod:`csp.run_dir`;
 a run ends ``completed``, ``failed`` (an exception, recorded with its message) or ``cancelled``
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from csp.checkpoint import CheckpointMeta, load_checkpoint, point_link, read_meta, save_checkpoint
 from csp.run_dir import TRAIN_STATE, RunDir
-from csp.samplers import BatchIndexSampler, sample_sphere
+from csp.samplers import BatchIndexSampler
 from train.config import OptimConfig, RuntimeConfig, to_dict
 from train.lifecycle import RunCancelled, cancel_on_signals
 from train.runtime import (
@@ -47,9 +48,8 @@ class Task(Protocol):
     """What the loop needs from a training task."""
 
     model: nn.Module  # what is checkpointed
-    objective: nn.Module  # forward(indices (b,), random_lonlat (b, K, 2)) -> (loss, terms)
+    objective: nn.Module  # forward(indices (b,) host int64, generator) -> (loss, terms)
     num_items: int
-    num_random_locations: int
 
     def validate(self) -> dict[str, float]:
         """Validation metrics; ``score`` (higher is better) selects the best checkpoint."""
@@ -130,17 +130,16 @@ def fit(
     state = training.counters
     objective: nn.Module = task.objective
     if session.enabled:
-        device_ids = [device.index] if device.type == "cuda" else None
-        objective = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
+        # No device_ids: DDP would move the host indices to the GPU, and a streamed task
+        # gathers its rows on the host (the module lives on one device, which DDP allows).
+        objective = nn.parallel.DistributedDataParallel(objective)
     sampler = BatchIndexSampler(
         task.num_items,
         optim.batch_size,
         seed=runtime.seed,
         rank=session.rank,
         world_size=session.world_size,
-        device=device,
     )
-    local = optim.batch_size // session.world_size
     history: list[dict[str, Any]] = []
     show = runtime.progress and session.is_main
     epochs_bar = tqdm(total=optim.epochs, initial=state["epoch"], desc="epochs", disable=not show)
@@ -156,13 +155,8 @@ def fit(
         steps = 0
         steps_bar = tqdm(total=len(sampler), desc=f"epoch {epoch + 1}", leave=False, disable=not show)
         for indices in sampler.epoch(epoch):
-            random_lonlat = sample_sphere(
-                (optim.batch_size, max(task.num_random_locations, 1)),
-                generator=training.negatives,
-                device=device,
-            )[session.rank * local : (session.rank + 1) * local]
             with autocast(device, runtime.amp):
-                loss, terms = objective(indices, random_lonlat)
+                loss, terms = objective(indices, training.negatives)
             training.step(loss)
             loss_sum += loss.detach()
             for name, value in terms.items():

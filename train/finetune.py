@@ -13,27 +13,45 @@ from csp.checkpoint import CheckpointMeta, describe_model, load_checkpoint
 from csp.losses import presence_only_loss
 from csp.metrics import evaluate_prior
 from csp.models import LocationEncoder, LocationImageEncoder
+from csp.samplers import LocationSampler, sample_sphere
+from train.batches import BatchRows, negative_locations
 from train.config import FinetuneConfig, to_dict
 from train.data import SpeciesSplits, label_fraction_subset, load_species
 from train.engine import FitResult, run_task
+from train.runtime import Distributed
 
 
 class PresenceObjective(nn.Module):
-    """``forward(indices (b,), random_lonlat (b, K, 2)) -> (loss, terms)``: presence-only loss."""
+    """``forward(indices (b,), generator) -> (loss, terms)``: presence-only loss of one batch.
+
+    Reads the batch's locations and labels from ``rows`` (columns ``lonlat``, ``labels``) and
+    draws ``b`` background locations from ``sampler`` (uniform on the sphere by default; a
+    land or region sampler restricts the pseudo-absences).
+    """
 
     def __init__(
-        self, model: LocationEncoder, lonlat: Tensor, labels: Tensor, pos_weight: float | None
+        self,
+        model: LocationEncoder,
+        rows: BatchRows,
+        pos_weight: float | None,
+        session: Distributed,
+        sampler: LocationSampler = sample_sphere,
     ) -> None:
         super().__init__()
         self.model = model
-        self.lonlat = lonlat
-        self.labels = labels
+        self.rows = rows
         self.pos_weight = pos_weight
+        self.session = session
+        self.sampler = sampler
 
-    def forward(self, indices: Tensor, random_lonlat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        observed = self.model.class_logits(self.lonlat[indices])
-        background = self.model.class_logits(random_lonlat[:, 0])
-        loss = presence_only_loss(observed, self.labels[indices], background, self.pos_weight)
+    def forward(self, indices: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
+        data = self.rows.take(indices)
+        observed = self.model.class_logits(data["lonlat"])
+        background_lonlat = negative_locations(
+            self.sampler, len(indices), 1, generator, self.session, observed.device
+        )
+        background = self.model.class_logits(background_lonlat[:, 0])
+        loss = presence_only_loss(observed, data["labels"], background, self.pos_weight)
         return loss, {}
 
 
@@ -61,7 +79,9 @@ def init_location_encoder(config: FinetuneConfig, num_classes: int) -> LocationE
 class FinetuneTask:
     """Fine-tuning task for :func:`train.engine.fit`."""
 
-    def __init__(self, config: FinetuneConfig, splits: SpeciesSplits, device: torch.device) -> None:
+    def __init__(
+        self, config: FinetuneConfig, splits: SpeciesSplits, device: torch.device, session: Distributed
+    ) -> None:
         records = splits.records
         labels = records.labels
         train = label_fraction_subset(
@@ -75,16 +95,12 @@ class FinetuneTask:
         self.config = config
         self.splits = splits
         self.model = init_location_encoder(config, len(splits.class_names)).to(device)
-        lonlat = torch.from_numpy(records.lonlat).to(device)
-        all_labels = torch.from_numpy(labels).to(device)
-        train_t = torch.from_numpy(train).to(device)
-        self.objective = PresenceObjective(
-            self.model, lonlat[train_t], all_labels[train_t], config.pos_weight
-        )
-        val = torch.from_numpy(splits.val).to(device)
-        self.val_lonlat, self.val_labels = lonlat[val], all_labels[val]
+        columns = {"lonlat": torch.from_numpy(records.lonlat), "labels": torch.from_numpy(labels)}
+        rows = BatchRows(columns, device, stream=bool(config.runtime.stream), rows=torch.from_numpy(train))
+        self.objective = PresenceObjective(self.model, rows, config.pos_weight, session)
+        validation = BatchRows(columns, device, stream=False, rows=torch.from_numpy(splits.val))
+        self.val_lonlat, self.val_labels = validation.columns["lonlat"], validation.columns["labels"]
         self.num_items = len(train)
-        self.num_random_locations = 1
         self.epochs_validated = 0
         self.train_size = len(train)
         self.train_classes = int(np.unique(labels[train]).size)
@@ -119,5 +135,7 @@ def run_finetune(
     """Fine-tune from ``config`` (``splits`` may be passed to reuse a loaded split; the data is
     read inside the run, so unreadable data is recorded as the run's failure)."""
     return run_task(
-        config, lambda device, _: FinetuneTask(config, splits or load_species(config.data), device), resume
+        config,
+        lambda device, session: FinetuneTask(config, splits or load_species(config.data), device, session),
+        resume,
     )

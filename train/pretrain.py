@@ -13,6 +13,8 @@ from csp.checkpoint import CheckpointMeta, describe_model
 from csp.losses import CSPLossConfig, PretrainBatch, csp_loss
 from csp.metrics import rank_summary, true_class_ranks
 from csp.models import LocationImageEncoder
+from csp.samplers import LocationSampler, sample_sphere
+from train.batches import BatchRows, negative_locations
 from train.config import PretrainConfig, to_dict
 from train.data import load_pairs
 from train.engine import FitResult, run_task
@@ -22,31 +24,37 @@ MAX_VALIDATION_PAIRS = 2000
 
 
 class CSPObjective(nn.Module):
-    """``forward(indices (b,), random_lonlat (b, K, 2)) -> (loss, terms)`` on device tensors.
+    """``forward(indices (b,), generator) -> (loss, terms)``: the CSP loss of one batch.
 
-    Holds locations ``(N, 2)`` and frozen image features ``(N, F)``: no labels exist here.
+    Reads the batch's locations ``(b, 2)`` and frozen image features ``(b, F)`` from ``rows``
+    (columns ``lonlat`` and ``features``; no labels exist here) and draws the batch's
+    ``(b, K, 2)`` random negative locations from ``sampler`` with ``generator``.
     """
 
     def __init__(
         self,
         model: LocationImageEncoder,
         loss: CSPLossConfig,
-        lonlat: Tensor,
-        features: Tensor,
+        rows: BatchRows,
         session: Distributed,
+        sampler: LocationSampler = sample_sphere,
     ) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
-        self.lonlat = lonlat
-        self.features = features
+        self.rows = rows
         self.session = session
+        self.sampler = sampler
 
-    def forward(self, indices: Tensor, random_lonlat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        batch = PretrainBatch(lonlat=self.lonlat[indices], image_features=self.features[indices])
-        negatives = (
-            random_lonlat[:, : self.loss.num_random_locations] if self.loss.uses_random_locations else None
-        )
+    def forward(self, indices: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
+        data = self.rows.take(indices)
+        batch = PretrainBatch(lonlat=data["lonlat"], image_features=data["features"])
+        negatives = None
+        if self.loss.uses_random_locations:
+            negatives = negative_locations(
+                self.sampler, len(indices), self.loss.num_random_locations, generator,
+                self.session, batch.lonlat.device,
+            )
         return csp_loss(self.model, batch, self.loss, negatives, gather=self.session.all_gather)
 
 
@@ -74,7 +82,13 @@ def retrieval_metrics(
 
 
 class PretrainTask:
-    """Pre-training task for :func:`train.engine.fit`."""
+    """Pre-training task for :func:`train.engine.fit`.
+
+    ``lonlat (N, 2)`` degrees and ``features (N, F)`` (any float dtype; float16 for a store's
+    memory map). With ``stream`` the training rows stay where they are and each batch reads its
+    own (:class:`train.batches.BatchRows`); otherwise they are moved to the device as float32.
+    The validation pairs (at most ``MAX_VALIDATION_PAIRS``) are always held on the device.
+    """
 
     def __init__(
         self,
@@ -83,20 +97,21 @@ class PretrainTask:
         features: Tensor,
         device: torch.device,
         session: Distributed,
+        stream: bool = False,
+        sampler: LocationSampler = sample_sphere,
     ) -> None:
-        lonlat, features = lonlat.to(device), features.to(device).float()
         order = np.random.default_rng(config.runtime.seed).permutation(len(lonlat))
         n_val = min(MAX_VALIDATION_PAIRS, int(len(lonlat) * config.val_fraction))
         val, train = torch.from_numpy(order[:n_val]), torch.from_numpy(order[n_val:])
+        columns = {"lonlat": lonlat, "features": features}
+        validation = BatchRows(columns, device, stream=False, rows=val)
         self.config = config
-        self.val_lonlat, self.val_features = lonlat[val.to(device)], features[val.to(device)]
+        self.val_lonlat, self.val_features = validation.columns["lonlat"], validation.columns["features"]
         self.model = LocationImageEncoder(config.model, features.shape[1], config.loss.objective)
         self.model.to(device)
-        self.objective = CSPObjective(
-            self.model, config.loss, lonlat[train.to(device)], features[train.to(device)], session
-        )
+        rows = BatchRows(columns, device, stream=stream, rows=train)
+        self.objective = CSPObjective(self.model, config.loss, rows, session, sampler)
         self.num_items = len(train)
-        self.num_random_locations = config.loss.num_random_locations
         self.num_pairs = len(lonlat)
 
     def validate(self) -> dict[str, float]:
@@ -124,9 +139,14 @@ def run_pretrain(
     """Pre-train from ``config``; the run directory is ``config.runtime.out_dir``.
 
     ``pairs`` = (locations ``(N, 2)`` degrees, image features ``(N, F)``) replaces reading
-    ``config.features``.
+    ``config.features``. ``config.runtime.stream`` (None: when reading ``config.features``)
+    reads each batch's rows from the host tensors (the store's float16 memory map) instead of
+    copying all features to the device.
     """
+    stream = config.runtime.stream if config.runtime.stream is not None else pairs is None
     lonlat, features = pairs if pairs is not None else load_pairs(config)
     return run_task(
-        config, lambda device, session: PretrainTask(config, lonlat, features, device, session), resume
+        config,
+        lambda device, session: PretrainTask(config, lonlat, features, device, session, stream),
+        resume,
     )

@@ -1,0 +1,89 @@
+"""Streamed batches (train/batches.py): same weights as in memory; objectives draw their own
+negatives from the sampler they are given, split across processes like the batch."""
+
+import numpy as np
+import torch
+
+from csp.checkpoint import load_checkpoint
+from csp.features import write_store
+from csp.samplers import sample_sphere
+from tests.synthetic import pairs
+from train.batches import BatchRows, negative_locations
+from train.config import PretrainConfig, load_config
+from train.pretrain import PretrainTask, run_pretrain
+from train.runtime import Distributed
+
+SMALL = [
+    "model.encoding_kwargs={frequency_num: 8}",
+    "model.hidden_dim=64",
+    "model.embed_dim=32",
+    "optim.epochs=2",
+    "optim.batch_size=128",
+    "runtime.progress=false",
+    "runtime.device=cpu",
+]
+
+
+def _config(out, extra=()):
+    return load_config(PretrainConfig, "csp-mc-bld", [*SMALL, f"runtime.out_dir={out}", *extra])
+
+
+def test_streaming_from_the_store_gives_the_same_weights_as_in_memory(tmp_path):
+    lonlat, features = pairs(640)
+    config = _config(tmp_path / "streamed")
+    store = write_store(tmp_path / "store", lonlat.numpy(), features.numpy(), config.image_encoder)
+    assert store.features.dtype == np.float16 and isinstance(store.features, np.memmap)
+    streamed = run_pretrain(_config(tmp_path / "streamed", [f"features={store.directory}"]))
+    # In memory: the same pairs as float32 tensors (the store's float16 values, widened).
+    in_memory = run_pretrain(
+        _config(tmp_path / "memory"),
+        pairs=(torch.from_numpy(store.lonlat), torch.from_numpy(np.asarray(store.features, np.float32))),
+    )
+    a, _ = load_checkpoint(streamed.last_dir)
+    b, _ = load_checkpoint(in_memory.last_dir)
+    for (key, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=key)
+    assert streamed.history[-1]["loss"] == in_memory.history[-1]["loss"]
+
+
+def test_streamed_rows_stay_on_the_host_and_match_in_memory_rows():
+    features = torch.randn(50, 6).half()
+    columns = {"features": features, "labels": torch.arange(50)}
+    rows = torch.tensor([3, 7, 11, 40])
+    streamed = BatchRows(columns, torch.device("cpu"), stream=True, rows=rows)
+    held = BatchRows(columns, torch.device("cpu"), stream=False, rows=rows)
+    assert streamed.columns["features"] is features  # nothing copied up front
+    indices = torch.tensor([2, 0, 3])
+    for out in (streamed.take(indices), held.take(indices)):
+        torch.testing.assert_close(out["features"], features[rows[indices]].float())
+        assert out["features"].dtype == torch.float32
+        assert out["labels"].tolist() == [11, 3, 40]
+
+
+def test_each_process_keeps_its_share_of_the_global_negatives():
+    def draw(rank, world):
+        generator = torch.Generator().manual_seed(5)
+        session = Distributed(rank, world)
+        return negative_locations(sample_sphere, 4, 3, generator, session, torch.device("cpu"))
+
+    whole = negative_locations(
+        sample_sphere, 8, 3, torch.Generator().manual_seed(5), Distributed(), torch.device("cpu")
+    )
+    assert draw(0, 2).shape == (4, 3, 2)
+    torch.testing.assert_close(torch.cat([draw(0, 2), draw(1, 2)]), whole)
+
+
+def test_the_objective_draws_its_negatives_from_the_sampler_it_is_given():
+    calls = []
+
+    def northern_box(n, generator=None, device=None):
+        calls.append(n)
+        u = torch.rand((n, 2), generator=generator, device=device)
+        return torch.stack([u[:, 0] * 20 - 10, u[:, 1] * 10 + 40], dim=1)
+
+    config = _config("unused", ["loss.num_random_locations=3"])
+    lonlat, features = pairs(256)
+    task = PretrainTask(config, lonlat, features, torch.device("cpu"), Distributed(), sampler=northern_box)
+    loss, terms = task.objective(torch.arange(128), torch.Generator().manual_seed(0))
+    assert calls == [128 * 3]
+    assert torch.isfinite(loss) and "random_location" in terms
