@@ -1,24 +1,23 @@
 """``python app.py``: serve the app on the shipped default model (or ``--checkpoint DIR``).
 
 Offline by construction: no CDN, tiles or hub; Gradio analytics are off. Uploads and exported
-files live in one temporary folder removed at exit; a training run still in progress is
-stopped at exit.
+files live in one temporary folder removed at exit, and folders left by servers that were
+killed are removed at start (:mod:`app.scratch`); a training run still in progress is
+stopped at exit, and ends by itself if the app is killed.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.scratch import make_scratch, remove_stale_scratch
 from app.static import DEFAULT_MODEL_DIR, REPO_ROOT
 
 MAX_FILE_SIZE = "25mb"
@@ -71,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         "concurrent requests run on the other cores)",
     )
     parser.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="upload size limit, e.g. 25mb")
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=REPO_ROOT / "runs" / "app",
+        help="parent folder of the Train tab's run directories (default: runs/app of the checkout)",
+    )
     return parser
 
 
@@ -108,8 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    scratch = Path(tempfile.mkdtemp(prefix="csp-app-"))
-    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    for stale in remove_stale_scratch():
+        print(f"[app] removed the scratch folder of a server that is gone: {stale}", flush=True)
+    scratch = make_scratch()
     # Gradio reads these when it is imported: uploads go to our scratch folder.
     os.environ["GRADIO_TEMP_DIR"] = str(scratch / "uploads")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -130,7 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     training = app_training_manager(REPO_ROOT)
     (scratch / "work").mkdir()
-    demo = build_app(predictor, model_dir=args.checkpoint, work_dir=scratch / "work", training=training)
+    demo = build_app(
+        predictor,
+        model_dir=args.checkpoint,
+        work_dir=scratch / "work",
+        runs_dir=args.runs_dir,
+        training=training,
+    )
     print(f"[app] model and interface ready in {time.perf_counter() - started:.1f} s", flush=True)
     launch(demo, args.host, args.port, share=args.share, max_file_size=args.max_file_size)
     return 0

@@ -119,7 +119,7 @@ def request_of(status: RunStatus) -> TrainRequest | None:
         return None
 
 
-def _record_of(request: TrainRequest) -> dict[str, Any]:
+def request_record(request: TrainRequest) -> dict[str, Any]:
     """``request`` as JSON-able values (paths as strings), the inverse of :func:`request_of`."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(request).items()}
 
@@ -174,7 +174,7 @@ class TrainingHandlers:
         summary = f": {check_observations_csv(csv)}" if csv is not None else ""
         run_dir = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{objective}"
         command = request.command(self.python, run_dir)
-        status = self.manager.start(command, run_dir, request.epochs, request=_record_of(request))
+        status = self.manager.start(command, run_dir, request.epochs, request=request_record(request))
         return view_of(status, note=f"{describe(request)}{summary}.")
 
     def status(self) -> TrainingView:

@@ -193,17 +193,10 @@ class TrainingManager:
             record, problem = None, str(err)
         returncode = process.poll() if process is not None else None
         error = record.error if record is not None else ""
-        state: RunState
-        if process is not None:
-            state = "running" if returncode is None else _ended_state(record, returncode, cancelled)
-        elif record is None:
-            state, error = "failed", error or "the run directory has no trainer status"
-        elif record.alive():
-            state = "running"
-        elif record.ended:
-            state = record.state
-        else:
-            state, error = "failed", "the trainer process ended without recording its end (killed?)"
+        alive = returncode is None if process is not None else record is not None and record.alive()
+        state: RunState = "running" if alive else _ended_state(record, returncode, cancelled)
+        if not alive and process is None and not cancelled and not (record is not None and record.ended):
+            error = "the trainer process ended without recording its end (killed?)"
         try:
             history = run.read_metrics()
         except ValueError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 import time
@@ -11,9 +12,9 @@ import pytest
 
 from app.model import ModelSlot
 from app.presets import TrainRequest, check_observations_csv
-from app.train_handlers import TrainingHandlers, view_of
+from app.train_handlers import TrainingHandlers, request_record, view_of
 from app.training import RunStatus, TrainingManager
-from csp.run_dir import read_metrics
+from csp.run_dir import RunDir, read_metrics
 
 # Writes metrics.jsonl like the trainer: one line per epoch, then checkpoints/best.
 SCRIPT = textwrap.dedent(
@@ -232,3 +233,85 @@ def test_real_trainer_run_and_load(tmp_path, app_predictor, app_model_dir):
     assert slot.predictor is not app_predictor
     assert 100 < len(slot.predictor.class_names) <= 150  # cleaning may drop a few species
     assert slot.predictor.csp_model is app_predictor.csp_model
+
+
+# --- a run left by an earlier app ------------------------------------------------------------
+
+# A trainer stand-in that records its status like the real one and is cancelled by SIGTERM.
+LIVE_TRAINER = textwrap.dedent(
+    """
+    import sys, time
+    from csp.run_dir import RunDir
+    from train.lifecycle import RunCancelled, cancel_on_signals
+    run = RunDir(sys.argv[1])
+    run.root.mkdir(parents=True)
+    with cancel_on_signals():
+        try:
+            run.write_status("running", 0, 100)
+            time.sleep(600)
+        except RunCancelled as err:
+            run.write_status("cancelled", 0, 100, error=str(err))
+    """
+)
+
+
+def test_a_restarted_app_attaches_to_a_live_run_and_refuses_a_second(tmp_path, script):
+    runs = tmp_path / "runs"
+    old = runs / "20260101-000000-sup-only"
+    (runs / "older").mkdir(parents=True)
+    RunDir(runs / "older").write_status("completed", 1, 1)  # a run that ended before
+    repo = Path(__file__).resolve().parents[2]
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", LIVE_TRAINER, str(old)], cwd=repo, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while RunDir(old).read_status() is None:
+            assert time.monotonic() < deadline and orphan.poll() is None
+            time.sleep(0.05)
+        manager = TrainingManager(tmp_path)
+        status = manager.attach(runs)
+        assert status.state == "running" and status.run_dir == old and status.epochs == 100
+        with pytest.raises(RuntimeError, match="already in progress"):
+            manager.start(_command(script, runs / "second", 1, 0.0), runs / "second", epochs=1)
+        assert not (runs / "second").exists()
+        status = manager.cancel(timeout=10.0)
+        assert status.state == "cancelled" and status.error == "stopped by SIGTERM"
+        assert orphan.wait(timeout=10) == 0
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+def test_an_attached_run_whose_trainer_was_killed_reads_failed(tmp_path):
+    run = RunDir(tmp_path / "runs" / "r")
+    run.root.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = run.write_status("running", 3, 10)
+    run.status_file.write_text(run.status_file.read_text().replace(str(record.pid), str(dead.pid)))
+    status = TrainingManager(tmp_path).attach(tmp_path / "runs")
+    assert status.state == "failed" and "without recording its end" in status.error
+    assert "Reason: the trainer process ended" in view_of(status).message
+
+
+def test_the_request_is_kept_with_the_run_and_shown_after_a_reload(
+    tmp_path, script, app_predictor, app_model_dir
+):
+    runs = tmp_path / "runs"
+    first = TrainingHandlers(
+        TrainingManager(tmp_path), ModelSlot(app_predictor, app_model_dir), runs, sys.executable
+    )
+    request = TrainRequest("sup-only", "sphereC+", 0.2, 3)
+    run = runs / "r1"
+    first.manager.start(_command(script, run, 3, 0.0), run, epochs=3, request=request_record(request))
+    _wait(first.manager)
+    RunDir(run).write_status("completed", 3, 3)  # as the real trainer records its end
+    # A new app (a restart): the same runs folder, a fresh manager.
+    again = TrainingHandlers(
+        TrainingManager(tmp_path), ModelSlot(app_predictor, app_model_dir), runs, sys.executable
+    )
+    view = again.status()
+    assert view.request == request
+    assert view.message.startswith("Sup. only: train from scratch, 3 epoch(s), label fraction 0.2.")
+    assert "Finished." in view.message
