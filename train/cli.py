@@ -13,8 +13,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from train.lifecycle import RunCancelled
+
+if TYPE_CHECKING:
+    from train.config import FinetuneConfig
 
 EPILOG = """\
 examples:
@@ -83,9 +87,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_finetune(args: argparse.Namespace) -> int:
+def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
+    """The fine-tuning configuration ``python -m train finetune ...`` runs with (the CLI edge:
+    strings become a typed config here)."""
     from train.config import FinetuneConfig, load_config
-    from train.finetune import run_finetune
 
     overrides = _shortcut_overrides(args)
     if args.init_from:
@@ -94,8 +99,13 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         overrides.append(f"data.label_fraction={args.label_fraction}")
     if args.csv:
         overrides.append(f"data.csv={args.csv}")
-    config = load_config(FinetuneConfig, args.preset, overrides, encoding=args.encoding)
-    result = run_finetune(config, resume=args.resume)
+    return load_config(FinetuneConfig, args.preset, overrides, encoding=args.encoding)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from train.finetune import run_finetune
+
+    result = run_finetune(finetune_config(args), resume=args.resume)
     _summary("finetune", result)
     return 0
 
@@ -148,13 +158,17 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     if args.name == "where":
         from train.where import WhereOptions, run_where
 
-        print(run_where(WhereOptions(
-            chips=Path(args.chips),
-            checkpoints=tuple(Path(c) for c in args.checkpoint or ["assets/default/csp"]),
-            split=args.split,
-            out=Path(args.out or "runs/where"),
-            pool=Path(args.pool) if args.pool else None,
-        )))
+        print(
+            run_where(
+                WhereOptions(
+                    chips=Path(args.chips),
+                    checkpoints=tuple(Path(c) for c in args.checkpoint or ["assets/default/csp"]),
+                    split=args.split,
+                    out=Path(args.out or "runs/where"),
+                    pool=Path(args.pool) if args.pool else None,
+                )
+            )
+        )
         return 0
     from train.experiment import FewShotOptions, run_fewshot
 
@@ -251,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--methods", default="sup-only,csp-mc-bld,csp-mc-bl,csp-nce-bld,mse")
     experiment.add_argument("--pretrain-epochs", type=int, default=20)
     where = experiment.add_argument_group("where (image -> location benchmark, train/where.py)")
-    where.add_argument("--checkpoint", action="append", help="pre-trained CSP model (repeatable; "
-                       "default assets/default/csp)")
+    where.add_argument(
+        "--checkpoint", action="append", help="pre-trained CSP model (repeatable; default assets/default/csp)"
+    )
     where.add_argument("--chips", default="runs/chips", help="benchmark chip stores (made if missing)")
     where.add_argument("--split", default="test", choices=["test", "val"])
     where.add_argument("--pool", help="a pre-training feature store: adds its nearest-chip baseline")

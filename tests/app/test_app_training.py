@@ -15,6 +15,8 @@ from app.presets import TrainRequest, check_observations_csv
 from app.train_handlers import TrainingHandlers, request_record, view_of
 from app.training import RunStatus, TrainingManager
 from csp.run_dir import RunDir, read_metrics
+from train.cli import build_parser, finetune_config
+from train.config import DataConfig, FinetuneConfig, load_config
 
 # Writes metrics.jsonl like the trainer: one line per epoch, then checkpoints/best.
 SCRIPT = textwrap.dedent(
@@ -129,31 +131,47 @@ def test_unreadable_metrics_are_reported_not_raised(tmp_path):
 # --- presets and CSV checks ----------------------------------------------------------------
 
 
-def test_sup_only_command(tmp_path):
+def _trainer_config(argv: list[str], python: str) -> FinetuneConfig:
+    """The config the real trainer would run ``argv`` with, parsed by its own parser."""
+    assert argv[:3] == [python, "-m", "train"]
+    args = build_parser().parse_args(argv[3:])
+    assert args.command == "finetune" and args.no_progress and not args.resume
+    return finetune_config(args)
+
+
+def test_sup_only_command_parses_to_the_requested_config(tmp_path):
     request = TrainRequest("sup-only", "sphereC+", 0.1, 7, csv=tmp_path / "obs.csv")
-    argv = request.command("python3", tmp_path / "run")
-    assert argv[:4] == ["python3", "-m", "train", "finetune"]
-    joined = " ".join(argv)
-    for part in (
-        "--preset sup-only",
-        "--encoding sphereC+",
-        "--epochs 7",
-        "--label-fraction 0.1",
-        f"--out {tmp_path / 'run'}",
-        f"--csv {tmp_path / 'obs.csv'}",
-        "--no-progress",
-    ):
-        assert part in joined
-    assert "--init-from" not in joined
+    config = _trainer_config(request.command("python3", tmp_path / "run"), "python3")
+    assert config.runtime.out_dir == str(tmp_path / "run") and not config.runtime.progress
+    assert config.optim.epochs == 7 and config.data.label_fraction == 0.1
+    assert config.data.csv == str(tmp_path / "obs.csv")
+    assert config.model.encoding == "sphereC+" and config.init_from is None
+    assert (
+        config.model.encoding_kwargs
+        == load_config(FinetuneConfig, "sup-only", encoding="sphereC+").model.encoding_kwargs
+    )
+    assert not config.freeze_encoder
 
 
 def test_csp_commands_need_and_use_the_pretrained_encoder(tmp_path):
     with pytest.raises(ValueError, match="needs a CSP pre-trained encoder"):
         TrainRequest("csp-finetune", "grid", 1.0, 5)
-    probe = TrainRequest("csp-linear-probe", "grid", 1.0, 5, init_from=tmp_path / "csp")
-    joined = " ".join(probe.command("py", tmp_path / "run"))
-    assert f"--preset finetune --init-from {tmp_path / 'csp'}" in joined
-    assert "--set freeze_encoder=true" in joined and "--encoding" not in joined
+    probe = _trainer_config(
+        TrainRequest("csp-linear-probe", "grid", 1.0, 5, init_from=tmp_path / "csp").command(
+            "py", tmp_path / "r"
+        ),
+        "py",
+    )
+    assert probe.init_from == str(tmp_path / "csp") and probe.freeze_encoder
+    assert probe.data.label_fraction == 1.0 and probe.data.csv == DataConfig().csv
+    tune = _trainer_config(
+        TrainRequest("csp-finetune", "grid", 0.05, 2, init_from=tmp_path / "csp").command(
+            "py", tmp_path / "r"
+        ),
+        "py",
+    )
+    assert tune.init_from == str(tmp_path / "csp") and not tune.freeze_encoder
+    assert tune.data.label_fraction == 0.05 and tune.optim.epochs == 2
 
 
 @pytest.mark.parametrize(
