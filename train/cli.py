@@ -79,9 +79,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     overrides = _shortcut_overrides(args)
     if args.features:
         overrides.insert(0, f"features={args.features}")
+    if args.locations:
+        overrides.insert(0, f"locations={args.locations}")
     config = load_config(PretrainConfig, args.preset, overrides, encoding=args.encoding)
     if not config.features:
-        raise ValueError("pretrain needs --features DIR (a feature store from `extract`)")
+        raise ValueError("pretrain needs --features DIR (a feature store from `extract`) or a feature .npy")
     result = run_pretrain(config, resume=args.resume)
     _summary("pretrain", result)
     return 0
@@ -222,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pretrain = commands.add_parser("pretrain", help="CSP self-supervised pre-training")
     _add_training_options(pretrain, "csp-mc-bld")
-    pretrain.add_argument("--features", help="feature store directory from `extract`")
+    pretrain.add_argument("--features", help="feature store directory from `extract`, or a feature .npy")
+    pretrain.add_argument(
+        "--locations", help="with a feature .npy: its rows' locations (.npy, .csv or reference .json)"
+    )
     pretrain.set_defaults(run=_cmd_pretrain)
 
     finetune = commands.add_parser("finetune", help="supervised presence-only fine-tuning")

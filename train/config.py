@@ -59,8 +59,11 @@ class RuntimeConfig:
 class PretrainConfig:
     """CSP self-supervised pre-training on (location, frozen image feature) pairs."""
 
-    features: str = ""  # a csp.features feature-store directory
-    image_encoder: str = "tf_efficientnet_lite0"
+    features: str = ""  # a csp.features feature-store directory, or a feature .npy (see locations)
+    # With features = an (N, F) .npy: its rows' locations, an (N, 2) lon/lat .npy, a CSV, or the
+    # CSP reference code's {split}.json (csp.datasets.read_precomputed).
+    locations: str = ""
+    image_encoder: str = "tf_efficientnet_lite0"  # "" for features made elsewhere (no encoder here)
     model: LocationEncoderConfig = field(default_factory=LocationEncoderConfig)
     loss: CSPLossConfig = field(default_factory=CSPLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -72,7 +75,7 @@ class PretrainConfig:
 class DataConfig:
     """Presence-only observations and their fixed, seeded split."""
 
-    csv: str = DEFAULT_SPECIES_CSV
+    csv: str = DEFAULT_SPECIES_CSV  # or the CSP reference code's {split}.json (its locations beside)
     clean: bool = True  # drop captive records and range outliers (csp.cleaning)
     native_ranges: str | None = DEFAULT_NATIVE_RANGES  # expert ranges used by the cleaning
     countries: str = DEFAULT_COUNTRIES  # polygons for the expert-range rule

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from csp.datasets import GeoRecords, read_csv
+from csp.datasets import GeoRecords, read_csv, read_precomputed
+from csp.datasets.reference import read_reference_split
 from csp.features import FeatureStore
 from csp.geo import haversine_km
 from csp.splits import leak_free_split
@@ -97,7 +98,7 @@ def label_fraction_subset(indices: np.ndarray, labels: np.ndarray, fraction: flo
 
 def load_species(config: DataConfig) -> SpeciesSplits:
     """Read, optionally clean, and split presence-only observations (labels required)."""
-    records = read_csv(config.csv)
+    records = read_reference_split(config.csv) if config.csv.endswith(".json") else read_csv(config.csv)
     if records.labels is None or records.class_names is None:
         raise ValueError(f"{config.csv}: no label column found (expected label/species/class)")
     labelled = records.labels >= 0
@@ -162,7 +163,14 @@ def far_from(points: np.ndarray, others: np.ndarray, km: float, chunk: int = 204
 
 def load_pairs(config: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Locations ``(N, 2)`` float32 and frozen image features ``(N, F)`` float16 from the config's
-    feature store; the features are the store's memory map (nothing is read up front)."""
+    feature store (the store's memory map: nothing is read up front), or from a feature ``.npy``
+    and ``config.locations`` (e.g. the CSP reference code's files; read into memory, float32)."""
+    if config.features.endswith(".npy"):
+        if not config.locations:
+            raise ValueError(f"{config.features} is a feature matrix: give its rows' locations (--locations)")
+        records = read_precomputed(config.features, config.locations)
+        lonlat = torch.from_numpy(records.lonlat.astype(np.float32))
+        return lonlat, torch.from_numpy(records.features)  # float32, as the file holds them
     store = FeatureStore.open(config.features)
     encoder_name = store.manifest.get("encoder")
     if encoder_name and encoder_name != config.image_encoder:

@@ -15,13 +15,13 @@ and a location per image, either in a separate list ``[{"id": image_id, "lat": .
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from csp.datasets._files import load_json
+from csp.datasets._files import check_row_count, load_features, load_json
 from csp.datasets.records import MISSING_LATLON, GeoRecords
 from csp.geo import validate_lonlat
 
@@ -193,3 +193,20 @@ def read_coco_located(
         dropped={reason: n for reason, n in dropped.items() if n},
     )
     return records, np.asarray(kept, dtype=np.int64)
+
+
+def attach_features(
+    records: GeoRecords, kept: np.ndarray, features_npy: str | Path | None, json_path: str | Path
+) -> GeoRecords:
+    """``records`` with the rows ``kept`` of ``features_npy`` (one row per image of
+    ``json_path``, as :func:`read_coco_located` returned them) as ``features``; unchanged if None.
+
+    Raises:
+        ValueError: the matrix's row count is not the number of images (naming both files).
+    """
+    if features_npy is None:
+        return records
+    features = load_features(features_npy)
+    n_images = len(records) + sum(records.dropped.values())  # every image is kept or dropped
+    check_row_count(features, n_images, Path(features_npy), f"{json_path} (images)")
+    return replace(records, features=features[kept])

@@ -16,11 +16,10 @@ The reference code's fMoW directory (``geo_prior_data_csp/data/fmow/``) holds, p
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
-from csp.datasets._files import check_row_count, load_features, load_json
-from csp.datasets.coco import LocationSource, read_coco_located
+from csp.datasets._files import load_json
+from csp.datasets.coco import LocationSource, attach_features, read_coco_located
 from csp.datasets.records import GeoRecords
 
 
@@ -74,9 +73,4 @@ def read_fmow(
         categories=categories,
         image_root=image_root,
     )
-    if features_npy is not None:
-        features = load_features(features_npy)
-        n_images = len(records) + sum(records.dropped.values())  # every image is kept or dropped
-        check_row_count(features, n_images, Path(features_npy), f"{json_path} (images)")
-        records = replace(records, features=features[kept])
-    return records
+    return attach_features(records, kept, features_npy, json_path)

@@ -39,6 +39,9 @@ def read_precomputed(
         locations_csv_or_npy: either an ``(N, 2)`` .npy of **(lon, lat)** degrees, or a CSV
             read by :func:`csp.datasets.read_csv` (which may also give labels, ids, paths,
             dates); every CSV row must have coordinates, in the same order as the features.
+            Or the CSP reference code's ``{split}.json`` (its locations file beside it), whose
+            images the feature rows follow; rows of images without a location are left out,
+            as the reference code does (:func:`csp.datasets.reference.read_reference_split`).
         **csv_options: forwarded to :func:`csp.datasets.read_csv` (``lat_col=``,
             ``label_col=`` ...).
 
@@ -53,6 +56,12 @@ def read_precomputed(
     features_path = require_file(features_npy, "feature file")
     loc_path = require_file(locations_csv_or_npy, "location file")
     suffix = loc_path.suffix.lower()
+    if suffix == ".json":
+        if csv_options:
+            raise ValueError(f"CSV options {sorted(csv_options)} do not apply to {loc_path}")
+        from csp.datasets.reference import read_reference_split
+
+        return read_reference_split(loc_path, features_path)
     if suffix == ".npy":
         if csv_options:
             raise ValueError(f"CSV options {sorted(csv_options)} do not apply to {loc_path}")
@@ -65,7 +74,7 @@ def read_precomputed(
                 f"row must have one to stay aligned with the rows of {features_path}"
             )
     else:
-        raise ValueError(f"{loc_path}: locations must be a .npy or .csv file, got '{suffix}'")
+        raise ValueError(f"{loc_path}: locations must be a .npy, .csv or reference .json, got '{suffix}'")
     features = load_features(features_path)
     check_row_count(features, len(records), features_path, str(loc_path))
     return replace(records, features=features)

@@ -466,7 +466,10 @@ def test_read_precomputed_errors(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="feature file not found"):
         read_precomputed(tmp_path / "absent.npy", PRE / "locations.npy")
-    with pytest.raises(ValueError, match="must be a .npy or .csv file"):
+    (tmp_path / "locations.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ValueError, match=r"must be a \.npy, \.csv or reference \.json"):
+        read_precomputed(PRE / "features.npy", tmp_path / "locations.parquet")
+    with pytest.raises(FileNotFoundError, match="no locations file beside it"):
         read_precomputed(PRE / "features.npy", PRE.parent / "inat2021/val.json")
     gappy = _write(tmp_path / "gappy.csv", "lat,lon\n1,2\n,\n3,4\n5,6\n7,8\n9,10\n")
     with pytest.raises(ValueError, match="1 rows have no coordinates"):
