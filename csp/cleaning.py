@@ -56,7 +56,14 @@ import shapely
 from pyproj import Geod
 
 from csp.datasets._files import read_fixed_table
-from csp.geo import EARTH_RADIUS_KM, haversine_km, validate_lonlat
+from csp.geo import (
+    EARTH_RADIUS_KM,
+    chord_length,
+    haversine_km,
+    km_to_radians,
+    unit_vectors,
+    validate_lonlat,
+)
 
 RULES = ("zoo", "range_outlier", "expert_range")
 """Rule names, in the order :func:`clean_occurrences` reports them."""
@@ -270,17 +277,6 @@ class CleaningReport:
 # --- geometry helpers --------------------------------------------------------------------
 
 
-def _unit_xyz(lonlat: np.ndarray) -> np.ndarray:
-    """(lon, lat) degrees ``(N, 2)`` -> unit vectors ``(N, 3)`` float64."""
-    lon, lat = np.radians(lonlat[:, 0]), np.radians(lonlat[:, 1])
-    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
-
-
-def _chord(km: float) -> float:
-    """Straight-line distance between unit vectors ``km`` apart on the sphere."""
-    return 2.0 * math.sin(min(km / EARTH_RADIUS_KM, math.pi) / 2.0)
-
-
 def _km_matrix(a_xyz: np.ndarray, b_xyz: np.ndarray) -> np.ndarray:
     """Great-circle distances in km between unit vectors, ``(A, B)``."""
     cos = np.clip(a_xyz @ b_xyz.T, -1.0, 1.0)
@@ -321,7 +317,7 @@ class _Places:
 
 
 def _places(xyz: np.ndarray, codes: np.ndarray, place_km: float) -> _Places:
-    cells = np.floor(xyz / _chord(place_km)).astype(np.int64)
+    cells = np.floor(xyz / chord_length(km_to_radians(place_km))).astype(np.int64)
     keys = np.column_stack([codes, cells])
     _, of_record = np.unique(keys, axis=0, return_inverse=True)
     of_record = of_record.reshape(-1)
@@ -360,7 +356,7 @@ def _median_km_to_others(places: _Places, place_km: float) -> np.ndarray:
 
 def _pairs_within(xyz: np.ndarray, km: float) -> tuple[np.ndarray, np.ndarray]:
     """All index pairs ``(i, j)`` (including ``i == j``) of unit vectors within ``km``."""
-    chord = _chord(km)
+    chord = chord_length(km_to_radians(km))
     cells = np.floor(xyz / chord).astype(np.int64)
     base = pd.DataFrame({"cx": cells[:, 0], "cy": cells[:, 1], "cz": cells[:, 2]})
     base["j"] = np.arange(len(xyz))
@@ -410,7 +406,7 @@ def flag_zoo_records(
     lonlat, labels = _check_records(lonlat, labels)
     codes, _ = pd.factorize(labels)
     has_range, vouched = _expert_masks(expert, len(labels))
-    places = _places(_unit_xyz(lonlat), codes, config.place_km)
+    places = _places(unit_vectors(lonlat), codes, config.place_km)
 
     far = _median_km_to_others(places, config.place_km) > config.zoo_far_km
     place_ranged = np.zeros(len(places.species), dtype=bool)
@@ -462,7 +458,7 @@ def flag_range_outliers(
     _, vouched = _expert_masks(expert, n)
     codes, _ = pd.factorize(labels)
     used = np.flatnonzero(~exclude)
-    places = _places(_unit_xyz(lonlat[used]), codes[used], config.place_km)
+    places = _places(unit_vectors(lonlat[used]), codes[used], config.place_km)
 
     outlier = np.zeros(len(places.species), dtype=bool)
     for run in places.species_runs():

@@ -42,6 +42,8 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 import torch
 from torch import Tensor, nn
 
+from csp.geo import chord_length, unit_vectors
+
 __all__ = [
     "PositionEncoding",
     "create_encoding",
@@ -161,23 +163,6 @@ def _like(buffer: Tensor, x: Tensor) -> Tensor:
     return buffer.to(device=x.device, dtype=x.dtype)
 
 
-def _unit_vector(lonlat: Tensor) -> Tensor:
-    """(lon, lat) degrees ``(..., 2)`` -> unit vector ``(..., 3)`` (x, y, z) on the sphere.
-
-    x = cos(lat) cos(lon), y = cos(lat) sin(lon), z = sin(lat); x points to (0E, 0N),
-    y to (90E, 0N), z to the north pole.
-    """
-    rad = torch.deg2rad(lonlat)
-    lon, lat = rad[..., 0], rad[..., 1]
-    cos_lat = torch.cos(lat)
-    return torch.stack((cos_lat * torch.cos(lon), cos_lat * torch.sin(lon), torch.sin(lat)), -1)
-
-
-def _chord(arc_deg: float) -> float:
-    """Chord length on the unit sphere of a great-circle arc of ``arc_deg`` degrees."""
-    return 2.0 * math.sin(math.radians(arc_deg) / 2.0)
-
-
 def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
@@ -226,7 +211,7 @@ class XYZEncoding(PositionEncoding):
         super().__init__(3, {})
 
     def encode(self, lonlat: Tensor) -> Tensor:
-        return _unit_vector(lonlat)
+        return unit_vectors(lonlat)
 
 
 @register_encoding("wrap")
@@ -541,7 +526,7 @@ class NeRFEncoding(PositionEncoding):
         self.register_buffer("omega", math.pi * 2.0**levels, persistent=False)
 
     def encode(self, lonlat: Tensor) -> Tensor:
-        angles = _like(self.omega, lonlat)[:, None] * _unit_vector(lonlat)[..., None, :]
+        angles = _like(self.omega, lonlat)[:, None] * unit_vectors(lonlat)[..., None, :]
         return torch.cat((torch.sin(angles), torch.cos(angles)), -1).flatten(-2)
 
 
@@ -575,10 +560,10 @@ class RBFEncoding(PositionEncoding):
         anchors = torch.randn(num_anchors, 3, generator=generator, dtype=torch.float64)
         anchors = anchors / anchors.norm(dim=-1, keepdim=True)
         self.register_buffer("anchors", anchors.to(torch.get_default_dtype()))
-        self.sigma = _chord(kernel_size)
+        self.sigma = chord_length(math.radians(kernel_size))
 
     def encode(self, lonlat: Tensor) -> Tensor:
-        v = _unit_vector(lonlat)
+        v = unit_vectors(lonlat)
         # |v - a|^2 = 2 - 2 <v, a> for unit vectors; clamp rounding below zero.
         squared = (2.0 - 2.0 * v @ _like(self.anchors, lonlat).T).clamp_min(0.0)
         return torch.exp(-squared / (2.0 * self.sigma**2))
@@ -610,11 +595,11 @@ class RFFEncoding(PositionEncoding):
         )
         generator = torch.Generator().manual_seed(seed)
         weight = torch.randn(num_features, 3, generator=generator, dtype=torch.float64)
-        weight = weight / _chord(length_scale)
+        weight = weight / chord_length(math.radians(length_scale))
         self.register_buffer("weight", weight.to(torch.get_default_dtype()))
 
     def encode(self, lonlat: Tensor) -> Tensor:
-        projections = _unit_vector(lonlat) @ _like(self.weight, lonlat).T
+        projections = unit_vectors(lonlat) @ _like(self.weight, lonlat).T
         return torch.cat((torch.cos(projections), torch.sin(projections)), -1)
 
 

@@ -27,7 +27,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,6 +41,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from csp._io import write_atomic, write_json_atomic
 from csp.image_encoder import ImageEncoder
 
 FORMAT_VERSION = 1
@@ -116,17 +116,8 @@ class ExtractionReport:
         return len(self.failed)
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, mode) as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, lambda fh: json.dump(obj, fh, indent=1), mode="w")
+    write_json_atomic(path, obj, indent=1)
 
 
 def _read_json(path: Path) -> Any:
@@ -260,7 +251,7 @@ def _write_shard(
     failed: list[dict],
 ) -> None:
     stem = _shard_stem(rank, shard)
-    _atomic_write_bytes(out_dir / f"{stem}.npy", lambda fh: np.save(fh, features))
+    write_atomic(out_dir / f"{stem}.npy", lambda fh: np.save(fh, features), binary=True)
     _write_json(out_dir / f"{stem}.json",
                 {"shard": shard, "rank": rank, "items": items, "failed": failed})
 
@@ -380,7 +371,7 @@ def _write_index_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows({k: ("" if row[k] is None else row[k]) for k in INDEX_COLUMNS}
                          for row in rows)
 
-    _atomic_write_bytes(path, write, mode="w")
+    write_atomic(path, write)
 
 
 def merge_shards(out_dir: str | Path) -> FeatureStore:
@@ -424,7 +415,7 @@ def merge_shards(out_dir: str | Path) -> FeatureStore:
         for array in arrays:
             fh.write(np.ascontiguousarray(array).tobytes())
 
-    _atomic_write_bytes(out_dir / MERGED_FEATURES, write_features)
+    write_atomic(out_dir / MERGED_FEATURES, write_features, binary=True)
     _write_index_csv(out_dir / MERGED_INDEX, [row for idx in indexes for row in idx["items"]])
     _update_manifest(out_dir, merged=True, num_features=num_features,
                      num_failed=sum(len(idx["failed"]) for idx in indexes))
@@ -464,7 +455,7 @@ def write_store(
             dims.add(block.shape[1])
             fh.write(np.ascontiguousarray(block, dtype=np.float16).tobytes())
 
-    _atomic_write_bytes(out_dir / MERGED_FEATURES, write_features)
+    write_atomic(out_dir / MERGED_FEATURES, write_features, binary=True)
     if sum(counts) != len(lonlat) or len(dims) > 1:
         (out_dir / MERGED_FEATURES).unlink()
         raise ValueError(f"features hold {sum(counts)} rows of widths {sorted(dims)}, "
@@ -476,7 +467,7 @@ def write_store(
         for name, (lon, lat) in zip(names, lonlat.tolist(), strict=True):
             fh.write(f"{name},,{lon!r},{lat!r},\n")
 
-    _atomic_write_bytes(out_dir / MERGED_INDEX, write_index, mode="w")
+    write_atomic(out_dir / MERGED_INDEX, write_index)
     _write_json(out_dir / MANIFEST, {
         "format_version": FORMAT_VERSION, "encoder": encoder, "feature_dim": dims.pop() if dims else 0,
         "num_records": len(lonlat), "merged": True, "num_features": len(lonlat), "num_failed": 0,

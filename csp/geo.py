@@ -340,6 +340,12 @@ def unit_vectors(lonlat: ArrayT) -> ArrayT:
     return np.stack((np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)), -1)
 
 
+def chord_length(angle_rad: float) -> float:
+    """Straight-line distance between two unit vectors ``angle_rad`` radians apart on the sphere
+    (the angle clipped to [0, pi]): ``2 sin(angle / 2)``, in [0, 2]."""
+    return 2.0 * math.sin(min(max(float(angle_rad), 0.0), math.pi) / 2.0)
+
+
 def km_to_radians(km: float) -> float:
     """A great-circle distance in km as an angle in radians on a sphere of :data:`EARTH_RADIUS_KM`."""
     return float(km) / EARTH_RADIUS_KM

@@ -281,3 +281,13 @@ def test_haversine_is_a_metric(a, b, c):
     assert ab == pytest.approx(ba, abs=1e-9)
     assert 0.0 <= ab <= math.pi * EARTH_RADIUS_KM + 1e-6
     assert haversine_km(a, c) <= ab + haversine_km(b, c) + 1e-6
+
+
+def test_chord_length_is_the_straight_line_between_unit_vectors():
+    from csp.geo import chord_length, km_to_radians, unit_vectors
+
+    a, b = unit_vectors(np.array([[0.0, 0.0], [90.0, 0.0]]))
+    assert chord_length(math.pi / 2) == pytest.approx(float(np.linalg.norm(a - b)))
+    assert chord_length(0.0) == 0.0 and chord_length(math.pi) == pytest.approx(2.0)
+    assert chord_length(10 * math.pi) == pytest.approx(2.0)  # clipped to the antipode
+    assert chord_length(km_to_radians(1.0)) == pytest.approx(1.0 / 6371.0088, rel=1e-6)
