@@ -3,7 +3,8 @@
 Locations typed or shown to users are written "lat, lon" in degrees (as in map apps, and as
 :func:`csp.geo.parse_lonlat_pair` reads them); everything else uses (lon, lat) degrees.
 Handlers raise ``ValueError`` (or :class:`app.photos.PhotoError`) with a message meant for the
-user; ``app.ui`` shows those messages in the page.
+user; the tabs (:mod:`app.tabs`) show it as :func:`refusal` writes it. This module is the one
+place where results become text and tables: the tabs only route view fields to components.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from app.countries import CountryLookup
-from app.maps import HeatLayer, Legend, MapLayers, Marker
+from app.maps import HeatLayer, Legend, Marker
 from app.model import ModelSlot
 from app.photos import load_photo
 from app.ranges import range_geojson, selected_area_km2
@@ -41,12 +42,23 @@ EXPERT_NOTE = (
     "rests partly on expert-range pseudo-presences (points sampled inside the native "
     "countries where too few wild observations remained), not only on observations"
 )
+OPEN_WATER = "open water"
 _BINOMIAL = re.compile(r"^[A-Z][a-z]+ [a-z]+$")
+
+
+def refusal(err: Exception) -> str:
+    """How a refused input is shown: one line with the reason (never a traceback)."""
+    return f"⚠️ {err}"
 
 
 def format_location(lon: float, lat: float) -> str:
     """``"lat, lon"`` with 5 decimals (about 1 m), the order :func:`parse_lonlat_pair` reads."""
     return f"{lat:.5f}, {lon:.5f}"
+
+
+def place_text(lon: float, lat: float, country: str | None) -> str:
+    """ "lat, lon (country)" for messages and marker tooltips."""
+    return f"{format_location(lon, lat)} ({country or OPEN_WATER})"
 
 
 def click_to_lonlat(lat: float, lng: float) -> tuple[float, float]:
@@ -90,17 +102,26 @@ def _safe_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class PriorView:
-    """The location prior at one place: ``table`` has ``PRIOR_COLUMNS``."""
+    """The location prior at one place: ``table`` has ``PRIOR_COLUMNS``; ``marker`` is the
+    place on the map."""
 
     lon: float
     lat: float
     country: str | None
     table: pd.DataFrame
-    layers: MapLayers
+    marker: Marker
 
     @property
     def location_text(self) -> str:
         return format_location(self.lon, self.lat)
+
+    @property
+    def country_text(self) -> str:
+        return self.country or OPEN_WATER
+
+    @property
+    def message(self) -> str:
+        return f"**{self.location_text}** (lat, lon): {self.country_text}"
 
 
 @dataclass(frozen=True)
@@ -114,12 +135,23 @@ class RangeView:
 
 @dataclass(frozen=True)
 class PhotoLocation:
-    """Where a photo was taken according to its EXIF: "lat, lon" text ('' if unknown), a
-    message, and the photo as it will be classified (upright, downscaled)."""
+    """Where a photo was taken according to its EXIF: (lon, lat) degrees or None, a message,
+    and the photo as it will be classified (upright, downscaled)."""
 
-    location_text: str
+    lonlat: tuple[float, float] | None
     message: str
     image: Image.Image
+
+    @property
+    def location_text(self) -> str:
+        """ "lat, lon" for the location box ('' if the photo has no GPS position)."""
+        return "" if self.lonlat is None else format_location(*self.lonlat)
+
+    @property
+    def marker(self) -> Marker | None:
+        if self.lonlat is None:
+            return None
+        return Marker(*self.lonlat, "where the photo was taken (EXIF GPS)")
 
 
 @dataclass(frozen=True)
@@ -195,6 +227,19 @@ class Handlers:
         self._basemap: Image.Image | None = None
         self._basemap_lock = threading.Lock()
 
+    def model_line(self) -> str:
+        """One line on the model served now (shown at the top of every page)."""
+        slot = self.slot
+        predictor = slot.predictor
+        source = f"`{slot.prior_source}`" if slot.prior_source is not None else "(in memory)"
+        parts = [
+            f"**Model** {source}: location prior over {len(predictor.class_names):,} classes",
+            f"{len(predictor.expert_range_species)} resting partly on expert ranges",
+            "geo-aware photo classification " + ("on" if predictor.has_image_encoder else "off"),
+            "image → location " + ("on" if predictor.has_image_to_location else "off"),
+        ]
+        return "; ".join(parts) + "."
+
     # --- map: location prior ------------------------------------------------------------
 
     def prior_at(self, lon: float, lat: float, k: int = 10) -> PriorView:
@@ -212,8 +257,7 @@ class Handlers:
             columns=PRIOR_COLUMNS,
         )
         country = self.countries.name_at(lon, lat)
-        label = f"{format_location(lon, lat)} ({country or 'open water'})"
-        return PriorView(lon, lat, country, table, MapLayers(marker=Marker(lon, lat, label)))
+        return PriorView(lon, lat, country, table, Marker(lon, lat, place_text(lon, lat, country)))
 
     def prior_at_text(self, text: str, k: int = 10) -> PriorView:
         """:meth:`prior_at` for a typed "lat, lon"; ValueError if empty or unreadable."""
@@ -308,7 +352,7 @@ class Handlers:
     # --- photo: geo-aware classification --------------------------------------------------
 
     def photo_location(self, path: str | None) -> PhotoLocation:
-        """EXIF GPS of an uploaded photo as "lat, lon" text.
+        """EXIF GPS of an uploaded photo.
 
         Raises:
             PhotoError: if the file is not a usable photo.
@@ -316,39 +360,47 @@ class Handlers:
         photo = load_photo(path)
         if photo.gps.lonlat is None:
             return PhotoLocation(
-                "",
+                None,
                 f"No GPS position in this photo ({photo.gps.reason}). "
                 "Click the map or type 'lat, lon' to use a location.",
                 photo.image,
             )
         lon, lat = photo.gps.lonlat
-        return PhotoLocation(
-            format_location(lon, lat), "Location read from the photo's EXIF GPS.", photo.image
-        )
+        message = f"The photo's EXIF GPS position: {format_location(lon, lat)} (lat, lon)."
+        return PhotoLocation((lon, lat), message, photo.image)
 
     def classify(self, path: str | None, location_text: str | None, k: int = 5) -> ClassificationView:
-        """Image-only and geo-aware top-k for a photo at a typed/clicked/EXIF location.
+        """:meth:`classify_at` a typed "lat, lon" (the API's form); a location that cannot
+        be read gives the image-only result and the message says why."""
+        try:
+            lonlat = parse_location(location_text)
+        except ValueError as err:
+            return self.classify_at(path, None, k, note=f"Location not usable ({err}).")
+        return self.classify_at(path, lonlat, k)
 
-        With no location, or one that cannot be read, the result is image-only and the
-        message says so.
+    def classify_at(
+        self, path: str | None, lonlat: tuple[float, float] | None, k: int = 5, note: str = ""
+    ) -> ClassificationView:
+        """Image-only and geo-aware top-k for a photo at (lon, lat) degrees (EXIF, clicked or
+        typed); None: image-only, and the message says so. ``note`` ends the message.
 
         Raises:
             PhotoError: if the file is not a usable photo.
-            ValueError: if the loaded model has no image classifier.
+            ValueError: if the loaded model has no image classifier, or ``lonlat`` is invalid.
         """
         photo = load_photo(path)
         predictor = self.slot.predictor
         if not predictor.has_image_encoder:
             raise ValueError("the loaded model has no image classifier (no image encoder)")
+        if lonlat is not None:
+            lonlat = (float(lonlat[0]), float(lonlat[1]))
+            validate_lonlat(np.array(lonlat), source="location")
         notes = []
         if photo.image.size != photo.original_size:
             w, h = photo.original_size
             notes.append(f"Photo downscaled from {w}×{h} px.")
-        try:
-            lonlat = parse_location(location_text)
-        except ValueError as err:
-            lonlat = None
-            notes.append(f"Location not usable ({err}).")
+        if note:
+            notes.append(note)
         result = predictor.classify(photo.image, lonlat, k=k)
         image_only = pd.DataFrame(_score_rows(result.image_only), columns=SCORE_COLUMNS)
         before = {s.index: rank for rank, s in enumerate(result.image_only, 1)}
@@ -371,8 +423,7 @@ class Handlers:
             geo_rows = [[*row, ""] for row in _score_rows(result.image_only)]
         else:
             lon, lat = lonlat
-            country = self.countries.name_at(lon, lat)
-            where = f"{format_location(lon, lat)} ({country or 'open water'})"
+            where = place_text(lon, lat, self.countries.name_at(lon, lat))
             marker = Marker(lon, lat, where)
             if not predictor.species_link:
                 notes.insert(
@@ -406,7 +457,7 @@ class Handlers:
         names = self.countries.names_at(np.array([p[:2] for p in places]))
         table = pd.DataFrame(
             [
-                [rank, round(lat, 1), round(lon, 1), name or "open water", round(mass, 4)]
+                [rank, round(lat, 1), round(lon, 1), name or OPEN_WATER, round(mass, 4)]
                 for rank, ((lon, lat, mass), name) in enumerate(zip(places, names, strict=True), 1)
             ],
             columns=PLACE_COLUMNS,

@@ -1,17 +1,18 @@
 """The offline Leaflet map (rendered with folium) and the layers Python draws on it.
 
 The map page is a complete HTML document rendered once per app (:func:`render_map_page`) and
-shown inside an ``<iframe srcdoc>`` by a ``gr.HTML`` component (:func:`map_component`):
+shown inside an ``<iframe srcdoc>`` by a ``gr.HTML`` component (:class:`app.tabs.common.MapView`):
 
 * basemap: the Blue Marble mosaic as a Leaflet image overlay in plate carrée (the map has
   ``crs=EPSG4326`` and no tiles), and the country outlines, both loaded from the app's own
   static files (not inlined: the browser caches them across map redraws);
 * a click places a marker and posts ``{type: "csp-map-click", lat, lon}`` (longitude wrapped
   into [-180, 180)) to the Gradio page, which triggers the component's ``select`` event;
-* Python sends layers back by updating the component's ``layers`` prop
-  (:meth:`MapLayers.to_props`): a marker and a heat-map (an RGBA PNG data URI spanning the
-  globe) with its opacity and legend. The page forwards them to the iframe with
-  ``postMessage``, so the map keeps its zoom and position.
+* Python draws by updating the component (:class:`app.tabs.common.MapView`): its value is the
+  marker (:meth:`Marker.to_props`), its ``heat`` prop a heat-map (an RGBA PNG data URI
+  spanning the globe, :meth:`HeatLayer.to_props`) with its legend, its ``opacity`` prop the
+  heat-map's opacity. The page forwards them to the iframe with ``postMessage``, so the map
+  keeps its zoom and position. The component is the one place a map's state lives.
 
 Leaflet's JS/CSS are served from the installed ``django-js-lib-leaflet`` package
 (:mod:`app.static`); nothing is fetched from outside the app.
@@ -19,7 +20,7 @@ Leaflet's JS/CSS are served from the installed ``django-js-lib-leaflet`` package
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import folium
@@ -43,6 +44,17 @@ class Marker:
     lat: float
     label: str = ""
 
+    def to_props(self) -> dict[str, Any]:
+        """JSON value of the map component (:class:`app.tabs.common.MapView`)."""
+        return {"lat": self.lat, "lon": self.lon, "label": self.label}
+
+    @classmethod
+    def from_props(cls, props: Any) -> Marker | None:
+        """Inverse of :meth:`to_props`; ``None``, ``""`` or ``{}`` (no marker) give None."""
+        if not isinstance(props, dict) or not props:
+            return None
+        return cls(float(props["lon"]), float(props["lat"]), str(props.get("label", "")))
+
 
 @dataclass(frozen=True)
 class Legend:
@@ -64,62 +76,11 @@ class HeatLayer:
     legend: Legend
     opacity: float = 0.75
 
-
-@dataclass(frozen=True)
-class MapLayers:
-    """What Python draws on a map: an optional marker and an optional heat-map."""
-
-    marker: Marker | None = None
-    heat: HeatLayer | None = None
-
     def to_props(self) -> dict[str, Any]:
-        """JSON-serialisable value of the map component's ``layers`` prop."""
-        heat = None
-        if self.heat is not None:
-            heat = {
-                "url": self.heat.image_uri,
-                "opacity": self.heat.opacity,
-                "legend": {
-                    "title": self.heat.legend.title,
-                    "low": self.heat.legend.low,
-                    "high": self.heat.legend.high,
-                    "colors": list(RAMP_HEX),
-                },
-            }
-        marker = None
-        if self.marker is not None:
-            marker = {"lat": self.marker.lat, "lon": self.marker.lon, "label": self.marker.label}
-        return {"marker": marker, "heat": heat}
-
-    @classmethod
-    def from_props(cls, props: dict[str, Any] | None) -> MapLayers:
-        """Inverse of :meth:`to_props` (``None`` or ``{}`` give empty layers)."""
-        props = props or {}
-        marker = props.get("marker")
-        heat = props.get("heat")
-        return cls(
-            marker=Marker(marker["lon"], marker["lat"], marker.get("label", "")) if marker else None,
-            heat=(
-                HeatLayer(
-                    heat["url"],
-                    Legend(heat["legend"]["title"], heat["legend"]["low"], heat["legend"]["high"]),
-                    float(heat["opacity"]),
-                )
-                if heat
-                else None
-            ),
-        )
-
-    def with_marker(self, marker: Marker | None) -> MapLayers:
-        return replace(self, marker=marker)
-
-    def with_heat(self, heat: HeatLayer | None) -> MapLayers:
-        return replace(self, heat=heat)
-
-    def with_opacity(self, opacity: float) -> MapLayers:
-        if self.heat is None:
-            return self
-        return replace(self, heat=replace(self.heat, opacity=float(opacity)))
+        """JSON ``heat`` prop of the map component (the opacity is a prop of its own, so that
+        moving the opacity slider does not send the image again)."""
+        legend = {"title": self.legend.title, "low": self.legend.low, "high": self.legend.high}
+        return {"url": self.image_uri, "legend": legend | {"colors": list(RAMP_HEX)}}
 
 
 class _Bridge(MacroElement):
@@ -272,11 +233,13 @@ frame.style.cssText = 'width:100%;height:' + (props.frame_height || 460) + 'px;b
 frame.srcdoc = props.map_html;
 host.appendChild(frame);
 const send = () => {
-  if (frame.contentWindow) {
-    frame.contentWindow.postMessage({type: '__LAYERS__', layers: props.layers || {}}, '*');
-  }
+  if (!frame.contentWindow) return;
+  const heat = props.heat ? Object.assign({opacity: props.opacity}, props.heat) : null;
+  const marker = props.value && typeof props.value === 'object' ? props.value : null;
+  frame.contentWindow.postMessage({type: '__LAYERS__', layers: {marker: marker, heat: heat}}, '*');
 };
-watch('layers', send);
+// The prop names are written unquoted: Gradio reads a quoted name in this script as an event.
+watch(Object.keys({value: 0, heat: 0, opacity: 0}), send);
 window.addEventListener('message', (ev) => {
   if (ev.source !== frame.contentWindow || !ev.data) return;
   if (ev.data.type === '__READY__') send();
@@ -289,24 +252,5 @@ window.addEventListener('message', (ev) => {
     .replace("__READY__", READY_MESSAGE)
     .replace("__CLICK__", CLICK_MESSAGE)
 )
-
-
-def map_component(map_html: str, elem_id: str, height: int = 460, **kwargs: Any):
-    """A ``gr.HTML`` showing ``map_html`` in an iframe; ``select`` fires on map clicks.
-
-    The click's ``gr.EventData`` has ``lat`` and ``lon`` (degrees, lon wrapped); return
-    ``gr.HTML(layers=MapLayers(...).to_props())`` from an event to redraw the layers.
-    """
-    import gradio as gr
-
-    return gr.HTML(
-        value="",
-        html_template='<div class="csp-map-host"></div>',
-        js_on_load=MAP_JS,
-        apply_default_css=False,
-        elem_id=elem_id,
-        map_html=map_html,
-        layers=MapLayers().to_props(),
-        frame_height=height,
-        **kwargs,
-    )
+"""Script of the map component (Gradio's ``js_on_load``): hosts the page, forwards clicks as
+``select`` events and the component's value/props as layers."""

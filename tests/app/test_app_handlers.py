@@ -114,7 +114,7 @@ def test_prior_at_a_place_lists_its_species_with_country_and_expert_flag(handler
     assert view.table["prior"].is_monotonic_decreasing
     assert (view.table.iloc[1:]["expert range"] == "").all()
     assert view.country == "Dem. Rep. Congo" and view.location_text == "0.00000, 20.00000"
-    assert view.layers.marker.lon == 20.0 and "Dem. Rep. Congo" in view.layers.marker.label
+    assert view.marker.lon == 20.0 and "Dem. Rep. Congo" in view.marker.label
 
 
 def test_prior_from_typed_text_and_k_bounds(handlers):

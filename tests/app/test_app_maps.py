@@ -14,7 +14,7 @@ import shapely
 from PIL import Image
 
 from app.countries import CountryLookup
-from app.maps import HeatLayer, Legend, MapLayers, Marker, render_map_page
+from app.maps import HeatLayer, Legend, Marker, render_map_page
 from app.ranges import range_geojson, selected_area_km2, threshold_polygons
 from app.raster import RAMP_HEX, colorize, composite, png_data_uri
 from app.static import BASEMAP_DIR, StaticAssets, file_url
@@ -139,17 +139,13 @@ def test_static_assets_report_a_missing_basemap(tmp_path):
 
 
 def test_map_layers_round_trip_through_props():
-    layers = MapLayers(
-        Marker(2.35, 48.85, "Paris"), HeatLayer("data:image/png;base64,AA==", Legend("t", "0", "1"), 0.5)
-    )
-    props = layers.to_props()
-    assert props["marker"] == {"lat": 48.85, "lon": 2.35, "label": "Paris"}
-    assert props["heat"]["opacity"] == 0.5 and props["heat"]["legend"]["colors"] == list(RAMP_HEX)
-    assert MapLayers.from_props(props) == layers
-    assert MapLayers.from_props(None) == MapLayers()
-    assert layers.with_opacity(0.2).heat.opacity == 0.2
-    assert MapLayers().with_opacity(0.2) == MapLayers()
-    assert layers.with_marker(None).marker is None and layers.with_heat(None).heat is None
+    marker = Marker(2.35, 48.85, "Paris")
+    assert marker.to_props() == {"lat": 48.85, "lon": 2.35, "label": "Paris"}
+    assert Marker.from_props(marker.to_props()) == marker
+    assert Marker.from_props(None) is None and Marker.from_props("") is None and Marker.from_props({}) is None
+    heat = HeatLayer("data:image/png;base64,AA==", Legend("t", "0", "1"), 0.5).to_props()
+    assert heat["url"] == "data:image/png;base64,AA==" and heat["legend"]["colors"] == list(RAMP_HEX)
+    assert heat["legend"]["title"] == "t" and "opacity" not in heat  # a prop of its own
 
 
 # --- countries -----------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.app import test_app_handlers
 import torch
 from conftest import write_gps_photo
 from gradio_client import Client, handle_file
@@ -45,6 +44,7 @@ from app.training import TrainingManager
 from csp.checkpoint import SCHEMA_VERSION, CheckpointError, describe_model, save_checkpoint
 from csp.datasets import read_csv
 from csp.models import LocationEncoder, LocationEncoderConfig
+from tests.app import test_app_handlers
 from train.config import DataConfig
 from train.data import load_species
 from train.evaluate import evaluate_checkpoint
