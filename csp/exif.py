@@ -68,8 +68,11 @@ def _degrees(value: object, name: str) -> float:
     numbers = [_number(p, f"{name}[{k}]") for k, p in enumerate(parts)]
     if any(n < 0 for n in numbers):
         raise _Unusable(f"{name} has a negative component (the hemisphere is given by its Ref)")
-    if any(n >= 60.0 for n in numbers[1:]):
-        raise _Unusable(f"{name} has minutes or seconds of 60 or more")
+    if len(numbers) == 3:
+        # Seconds of exactly 60 are a rounding other writers produce (59.996 -> "60.00"): they
+        # carry over into the minute (the sum below does that). Anything beyond is malformed.
+        if numbers[1] >= 60.0 or numbers[2] > 60.0:
+            raise _Unusable(f"{name} has minutes of 60 or more or seconds over 60")
     return sum(n / 60.0**k for k, n in enumerate(numbers))
 
 
@@ -123,7 +126,8 @@ def read_gps(image: Image.Image) -> GpsResult:
         ``GpsResult((lon, lat), "ok")`` with degrees (lon in [-180, 180], lat in [-90, 90]),
         or ``GpsResult(None, reason)`` when GPS is missing or unusable: no EXIF/GPS block,
         missing coordinate or reference tag, zero denominators, non-numeric or out-of-range
-        values, minutes/seconds >= 60, a void fix, or exactly (0, 0).
+        values, minutes >= 60 or seconds > 60 (exactly 60 s carries over), a void fix, or
+        exactly (0, 0).
     """
     try:
         gps = _gps_ifd(image)

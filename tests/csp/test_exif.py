@@ -156,7 +156,8 @@ def _paris(**changes) -> dict:
         ({"GPSLatitude": (IFDRational(48, 0), 0.0, 0.0)}, "GPSLatitude[0] has a zero denominator"),
         ({"GPSLatitude": (91.0, 0.0, 0.0)}, "GPSLatitude 91 is out of range [0, 90]"),
         ({"GPSLongitude": (180.0, 0.0, 1.0)}, "GPSLongitude 180.0003 is out of range"),
-        ({"GPSLatitude": (48.0, 60.0, 0.0)}, "minutes or seconds of 60 or more"),
+        ({"GPSLatitude": (48.0, 60.0, 0.0)}, "minutes of 60 or more"),
+        ({"GPSLatitude": (48.0, 51.0, 60.5)}, "seconds over 60"),
         ({"GPSLatitude": (-48.0, 51.0, 29.6)}, "negative component"),
         ({"GPSLatitude": (48.0, 51.0)}, "has 2 components"),
         ({"GPSLatitude": "48.85"}, "not a number"),
@@ -168,6 +169,14 @@ def test_unusable_gps_gives_none_and_a_reason(changes, reason):
     result = read_gps(_image_with_gps(_paris(**changes)))
     assert result.lonlat is None
     assert reason in result.reason
+
+
+def test_seconds_of_exactly_60_carry_over_into_the_minute():
+    """Writers that round 59.996 s to two decimals store 60.00: 48°51'60" is 48°52'00"."""
+    rounded = read_gps(_image_with_gps(_paris(GPSLatitude=(48.0, 51.0, IFDRational(6000, 100)))))
+    exact = read_gps(_image_with_gps(_paris(GPSLatitude=(48.0, 52.0, 0.0))))
+    assert rounded.ok and rounded.lonlat == pytest.approx(exact.lonlat, abs=1e-12)
+    assert rounded.lonlat[1] == pytest.approx(48 + 52 / 60, abs=1e-12)
 
 
 def test_null_island_and_empty_exif_are_not_positions():
