@@ -10,12 +10,17 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import pillow_heif
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from csp.exif import GpsResult, read_gps
 
-ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP"}
-"""Pillow format name -> what the user is told (MPO is the multi-picture JPEG of phones)."""
+pillow_heif.register_heif_opener()  # HEIC/HEIF (the iPhone default) through Image.open
+ACCEPTED_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "HEIF": "HEIC"}
+"""Pillow format name -> what the user is told (MPO is the multi-picture JPEG of phones;
+HEIF is read by ``pillow-heif``; phones name the file .heic)."""
+KINDS = "JPEG, PNG, WebP or HEIC"
+"""The accepted kinds, as messages name them."""
 MAX_SIDE = 1024
 """Longest side, in pixels, photos are downscaled to (the classifier crops 224-260 px)."""
 
@@ -32,7 +37,7 @@ class Photo:
         image: RGB, upright (EXIF orientation applied), longest side at most ``MAX_SIDE``.
         gps: EXIF GPS position (lon, lat degrees) or the reason there is none.
         original_size: (width, height) of the file before downscaling.
-        format: "JPEG", "PNG" or "WebP".
+        format: "JPEG", "PNG", "WebP" or "HEIC".
     """
 
     image: Image.Image
@@ -45,13 +50,13 @@ def load_photo(path: str | Path, max_side: int = MAX_SIDE) -> Photo:
     """Open, check and downscale a photo file, keeping its EXIF GPS.
 
     Raises:
-        PhotoError: no file given, the file is missing, not an image, not JPEG/PNG/WebP,
+        PhotoError: no file given, the file is missing, not an image, not JPEG/PNG/WebP/HEIC,
             truncated or corrupt, or beyond Pillow's decompression-bomb limit (twice
             ``Image.MAX_IMAGE_PIXELS``, ~179 megapixels); larger photos below it are decoded
             (JPEG at a reduced DCT scale) and downscaled.
     """
     if not path:
-        raise PhotoError("no photo: upload a JPEG, PNG or WebP file")
+        raise PhotoError(f"no photo: upload a {KINDS} file")
     path = Path(path)
     if not path.is_file():
         raise PhotoError(f"the uploaded file {path.name} is missing on the server; upload it again")
@@ -62,7 +67,7 @@ def load_photo(path: str | Path, max_side: int = MAX_SIDE) -> Photo:
                 kind = ACCEPTED_FORMATS.get(image.format or "")
                 if kind is None:
                     raise PhotoError(
-                        f"{path.name} is a {image.format} image; upload a JPEG, PNG or WebP photo"
+                        f"{path.name} is a {image.format} image; upload a {KINDS} photo"
                     )
                 gps = read_gps(image)
                 original_size = image.size
@@ -76,7 +81,7 @@ def load_photo(path: str | Path, max_side: int = MAX_SIDE) -> Photo:
     except PhotoError:
         raise
     except UnidentifiedImageError:
-        raise PhotoError(f"{path.name} is not an image; upload a JPEG, PNG or WebP photo") from None
+        raise PhotoError(f"{path.name} is not an image; upload a {KINDS} photo") from None
     except Image.DecompressionBombError:
         raise PhotoError(
             f"{path.name} has too many pixels to decode safely "
@@ -88,9 +93,12 @@ def load_photo(path: str | Path, max_side: int = MAX_SIDE) -> Photo:
     return Photo(image=rgb, gps=gps, original_size=original_size, format=kind)
 
 
-def save_with_gps(image: Image.Image, path: str | Path, lon: float, lat: float) -> Path:
-    """Save ``image`` as a JPEG whose EXIF GPS block holds (lon, lat) degrees (for examples,
-    the benchmark and tests: a photo as a phone would write it)."""
+def save_with_gps(
+    image: Image.Image, path: str | Path, lon: float, lat: float, format: str = "JPEG"
+) -> Path:
+    """Save ``image`` as a JPEG (or ``format="HEIF"``, a phone's .heic) whose EXIF GPS block
+    holds (lon, lat) degrees (for examples, the benchmark and tests: a photo as a phone would
+    write it)."""
 
     def dms(value: float) -> tuple[float, float, float]:
         seconds = round(abs(value) * 3600, 4)
@@ -106,5 +114,5 @@ def save_with_gps(image: Image.Image, path: str | Path, lon: float, lat: float) 
         ExifTags.GPS.GPSLongitude: dms(lon),
     }
     path = Path(path)
-    image.convert("RGB").save(path, format="JPEG", exif=exif, quality=90)
+    image.convert("RGB").save(path, format=format, exif=exif, quality=90)
     return path

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_gps_photo
+from PIL import Image
 
 from app.screenshots import CHROMIUM as SCREENSHOT_CHROMIUM
 from app.screenshots import CHROMIUM_ARGS
@@ -116,3 +117,61 @@ def test_upload_a_photo_with_gps_places_the_marker_and_ranks_by_location(browser
     assert "cat" in _cell(page, "geo-aware", 0, 1)
     assert "Re-ranked by the location prior" in page.locator("#classify-message").inner_text()
     assert "Kenya" in page.locator("#classify-message").inner_text()
+
+
+def test_the_photo_marker_goes_with_the_photo(browser_page, tmp_path_factory):
+    """Clearing a photo with GPS, then uploading one without, leaves no marker behind."""
+    page = browser_page
+    folder = tmp_path_factory.mktemp("browser-marker")
+    with_gps = write_gps_photo(folder / "nairobi.jpg", lon=36.82, lat=-1.29)
+    without_gps = folder / "no_gps.png"
+    Image.open(with_gps).save(without_gps)
+    page.get_by_role("tab", name="Photo: geo-aware classification").click()
+    frame = _map_frame(page, "photo-map")
+    if page.locator("#photo input[type=file]").count() == 0:  # a photo from an earlier test
+        _clear_photo(page)
+    page.set_input_files("#photo input[type=file]", str(with_gps))
+    frame.wait_for_function("cspMarkerLatLng() !== null", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#classify-message').innerText.includes('Re-ranked')", timeout=30_000
+    )
+    _clear_photo(page)
+    frame.wait_for_function("cspMarkerLatLng() === null", timeout=15_000)
+    assert _value(page, "photo-location") == "" and _table_rows(page, "geo-aware") == 0
+    page.set_input_files("#photo input[type=file]", str(without_gps))
+    page.wait_for_function(
+        "() => document.querySelector('#classify-message').innerText.includes('No location')", timeout=30_000
+    )
+    assert "No GPS position" in page.locator("#photo-gps").inner_text()
+    assert frame.evaluate("cspMarkerLatLng()") is None and _value(page, "photo-location") == ""
+
+
+def _clear_photo(page) -> None:
+    page.locator("#photo button[aria-label='Clear']").first.click()
+    page.wait_for_selector("#photo input[type=file]", state="attached", timeout=15_000)
+
+
+def test_exported_files_belong_to_the_species_shown(browser_page):
+    page = browser_page
+    page.get_by_role("tab", name="Map: location prior").click()
+    _pick_class(page, "Ursus arctos")
+    page.get_by_role("button", name="Export range: PNG + GeoJSON").click()
+    page.wait_for_function(
+        "() => document.querySelector('#range-png') && document.querySelector('#range-png')"
+        ".innerText.includes('Ursus_arctos')",
+        timeout=30_000,
+    )
+    _pick_class(page, "Elephas maximus")
+    page.wait_for_function(
+        "() => document.querySelector('#range-summary').innerText.includes('Elephas maximus')", timeout=30_000
+    )
+    page.wait_for_function("() => !document.querySelector('#range-png')?.innerText.includes('Ursus')")
+    assert not page.locator("#range-png").is_visible() and not page.locator("#range-geojson").is_visible()
+
+
+def _pick_class(page, name: str) -> None:
+    picker = page.locator("#range-class input")
+    picker.click()
+    picker.fill(name)
+    page.wait_for_timeout(300)
+    page.get_by_role("option", name=name).first.click()

@@ -85,7 +85,7 @@ def test_bad_uploads_get_a_message_not_a_traceback(client, tmp_path):
     fake.write_text("definitely not a JPEG")
     location, message, preview = client.predict(handle_file(str(fake)), api_name="/photo_location")
     assert location == "" and preview is None
-    assert message == "⚠️ fake.jpg is not an image; upload a JPEG, PNG or WebP photo"
+    assert message == "⚠️ fake.jpg is not an image; upload a JPEG, PNG, WebP or HEIC photo"
     message, *tables = client.predict(handle_file(str(fake)), "0, 0", api_name="/classify")
     assert "not an image" in message and "Traceback" not in message
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import write_gps_photo
 from PIL import Image
 
-from app.photos import MAX_SIDE, PhotoError, load_photo
+from app.photos import MAX_SIDE, PhotoError, load_photo, save_with_gps
 
 
 def test_jpeg_with_gps(tmp_path):
@@ -23,6 +24,17 @@ def test_large_photo_is_downscaled_not_rejected(tmp_path):
     assert photo.original_size == (4000, 3000)
     assert max(photo.image.size) == MAX_SIDE and photo.image.size == (MAX_SIDE, 768)
     assert photo.gps.lonlat == pytest.approx((-43.21, -22.95), abs=1e-4)
+
+
+def test_heic_with_gps(tmp_path):
+    """An iPhone's default format: HEIC (HEVC in HEIF), read through pillow-heif, GPS kept."""
+    source = load_photo(write_gps_photo(tmp_path / "source.jpg", lon=151.21, lat=-33.87)).image
+    path = save_with_gps(source, tmp_path / "IMG_0001.HEIC", lon=151.21, lat=-33.87, format="HEIF")
+    assert path.read_bytes()[4:12] == b"ftypheic"
+    photo = load_photo(path)
+    assert photo.format == "HEIC" and photo.image.mode == "RGB" and photo.image.size == (640, 427)
+    assert photo.gps.lonlat == pytest.approx((151.21, -33.87), abs=1e-4)
+    assert abs(np.asarray(photo.image, dtype=int) - np.asarray(source, dtype=int)).mean() < 8  # lossy
 
 
 @pytest.mark.parametrize(("suffix", "fmt", "kind"), [(".png", "PNG", "PNG"), (".webp", "WEBP", "WebP")])
@@ -60,7 +72,7 @@ def test_truncated_jpeg(tmp_path):
 def test_other_image_formats_are_refused_by_name(tmp_path):
     path = tmp_path / "anim.gif"
     Image.new("P", (20, 20)).save(path, format="GIF")
-    with pytest.raises(PhotoError, match="is a GIF image; upload a JPEG, PNG or WebP"):
+    with pytest.raises(PhotoError, match="is a GIF image; upload a JPEG, PNG, WebP or HEIC"):
         load_photo(path)
 
 

@@ -107,7 +107,7 @@ def _bomb_png(path: Path) -> None:
 
 
 BAD_UPLOADS = {
-    "notes.jpg": (_text_as_jpeg, r"notes\.jpg is not an image; upload a JPEG, PNG or WebP"),
+    "notes.jpg": (_text_as_jpeg, r"notes\.jpg is not an image; upload a JPEG, PNG, WebP or HEIC"),
     "cut.jpg": (_truncated_jpeg, r"cut\.jpg is truncated or corrupt"),
     "empty.jpg": (_zero_bytes, r"empty\.jpg is not an image"),
     "bomb.png": (_bomb_png, r"bomb\.png has too many pixels to decode safely"),
