@@ -25,6 +25,7 @@ from app.photos import load_photo
 from app.ranges import range_geojson, selected_area_km2
 from app.raster import colorize, composite, png_data_uri
 from csp.geo import haversine_km, lonlat_grid, parse_lonlat_pair, validate_lonlat, wrap_lon
+from csp.names import is_scientific_name
 from csp.predictor import ClassScore, Predictor
 
 RANGE_STEP_DEG = 1.0
@@ -43,7 +44,6 @@ EXPERT_NOTE = (
     "countries where too few wild observations remained), not only on observations"
 )
 OPEN_WATER = "open water"
-_BINOMIAL = re.compile(r"^[A-Z][a-z]+ [a-z]+$")
 
 
 def refusal(err: Exception) -> str:
@@ -91,7 +91,7 @@ def readable_class_name(name: str) -> str:
     if not lemmas:
         return name
     first, last = lemmas[0], lemmas[-1]
-    if len(lemmas) > 1 and _BINOMIAL.match(last) and last != first:
+    if len(lemmas) > 1 and is_scientific_name(last, binomial_only=True) and last != first:
         return f"{first} ({last})"
     return first
 

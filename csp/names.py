@@ -29,7 +29,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-_BINOMIAL = re.compile(r"^([A-Z][a-z]+) [a-z][a-z-]+( [a-z][a-z-]+)?$")
+SCIENTIFIC_NAME = re.compile(r"^([A-Z][a-z]+) ([a-z][a-z-]+)(?: ([a-z][a-z-]+))?$")
+"""The one pattern of a scientific name: "Genus epithet" (a Latin binomial, hyphenated epithets
+such as "bonus-henricus" included) with an optional infraspecific epithet; groups: genus,
+epithet, infraspecific epithet (None for a binomial). Only the shape is checked: "American
+black bear" matches too, so callers that must tell Latin from English also check the genus."""
+
+
+def is_scientific_name(text: str, binomial_only: bool = False) -> bool:
+    """``text`` has the shape of :data:`SCIENTIFIC_NAME` (just "Genus epithet" if ``binomial_only``)."""
+    match = SCIENTIFIC_NAME.match(text)
+    return match is not None and not (binomial_only and match.group(3) is not None)
 
 
 @dataclass(frozen=True)
@@ -115,7 +125,7 @@ class NameIndex:
         genera = {name.split(" ")[0] for name in names}
 
         def is_latin(lemma: str) -> bool:
-            match = _BINOMIAL.match(lemma)
+            match = SCIENTIFIC_NAME.match(lemma)
             return lemma in known or (match is not None and match.group(1) in genera) or lemma in genera
 
         found: dict[str, list[str]] = {}

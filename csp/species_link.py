@@ -18,17 +18,16 @@ Several classes may link to one species (ImageNet has both "hog" and "wild boar"
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from csp.datasets._files import read_fixed_table
+from csp.names import is_scientific_name
 
 LINK_COLUMNS = ("imagenet_index", "imagenet_name", "species", "match", "note")
 MATCH_KINDS = ("exact", "spelling", "synonym")
 N_IMAGENET_CLASSES = 1000
-_SPECIES_RE = re.compile(r"^[A-Z][a-z]+( [a-z][a-z-]*)+$")
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def _parse_row(row: dict[str, str], where: str) -> LinkRow:
         raise ValueError(f"{where}: imagenet_index {index} is outside 0..{N_IMAGENET_CLASSES - 1}")
     if not values["imagenet_name"]:
         raise ValueError(f"{where}: empty imagenet_name")
-    if not _SPECIES_RE.match(values["species"]):
+    if not is_scientific_name(values["species"]):
         raise ValueError(
             f"{where}: species must be a scientific name like 'Genus epithet', got {values['species']!r}"
         )

@@ -26,12 +26,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: python3 train/build_link.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from csp.names import is_scientific_name  # noqa: E402
 from csp.species_link import LinkRow, read_species_link, write_species_link  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPECIES_CSV = ROOT / "assets" / "data" / "yfcc_inat2017_species.csv"
 DEFAULT_OUT = ROOT / "assets" / "default" / "imagenet_species_link.csv"
-BINOMIAL_RE = re.compile(r"^[A-Z][a-z]+ [A-Za-z][a-z-]+$")
 """"Genus epithet" (WordNet miscapitalises some epithets: "Ursus Maritimus")."""
 _ENDING_RE = re.compile(r"(us|um|a|is|e|es|i|ii|ae)$")
 
@@ -95,7 +95,7 @@ def binomial_lemmas(class_lemmas: Sequence[str]) -> list[str]:
     return [
         lemma
         for lemma in class_lemmas[1:]
-        if BINOMIAL_RE.match(lemma) and lemma.split()[0] not in first_words
+        if is_scientific_name(lemma, binomial_only=True) and lemma.split()[0] not in first_words
     ]
 
 

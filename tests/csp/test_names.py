@@ -63,3 +63,13 @@ def test_limit_and_explicit_names():
     assert [m.class_name for m in index.search("wolf").matches] == ["Canis lupus"]
     assert [m.class_name for m in index.search("canis", limit=1).matches] == ["Canis latrans"]
     assert "first shown" in index.search("canis", limit=1).message
+
+
+def test_one_scientific_name_pattern_for_every_caller():
+    from csp.names import is_scientific_name
+
+    for name in ("Panthera leo", "Chenopodium bonus-henricus", "Homo sapiens neanderthalensis"):
+        assert is_scientific_name(name)
+    assert not is_scientific_name("Homo sapiens neanderthalensis", binomial_only=True)
+    for text in ("Pelophylax", "Harris Tweed", "panthera leo", "Panthera Leo", "Panthera leo 2"):
+        assert not is_scientific_name(text)
