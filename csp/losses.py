@@ -256,3 +256,44 @@ def presence_only_loss(
     correction = weight * F.softplus(-positive_logit) - F.softplus(positive_logit)
     observed = (negative_term.sum() + correction.sum()) / logits.numel()
     return observed + F.softplus(random_logits).mean()
+
+
+def sampled_presence_only_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    random_embeddings: Tensor,
+    head: Tensor,
+    num_sampled: int,
+    generator: torch.Generator | None = None,
+    pos_weight: float | None = None,
+) -> Tensor:
+    """:func:`presence_only_loss` estimated from ``num_sampled`` classes, for very many classes.
+
+    The negative terms sum ``softplus`` over all C classes; here they sum it over S classes
+    drawn uniformly with replacement (shared by the batch) and scale by C / S, an unbiased
+    estimate of the full sum. The positive term of each observation uses its own class's
+    logit exactly. Cost per step O((B + B') S E) instead of O((B + B') C E).
+
+    Args:
+        embeddings: ``(B, E)`` location embeddings at the observed locations.
+        labels: ``(B,)`` int64 class indices.
+        random_embeddings: ``(B', E)`` embeddings at random locations (absences).
+        head: ``(C, E)`` class-head weights (logit = embedding @ head.T, no bias).
+        num_sampled: S > 0 classes per step.
+        generator: draws the classes (on ``head``'s device).
+        pos_weight: weight of the positive term; default C.
+
+    Returns:
+        scalar loss; its expectation over the draw equals :func:`presence_only_loss`.
+    """
+    if num_sampled <= 0:
+        raise ValueError(f"num_sampled must be positive, got {num_sampled}")
+    num_classes = head.shape[0]
+    weight = float(num_classes) if pos_weight is None else pos_weight
+    classes = torch.randint(0, num_classes, (num_sampled,), generator=generator, device=head.device)
+    sampled = head[classes]  # (S, E)
+    positive_logit = (embeddings * head[labels]).sum(-1)
+    correction = weight * F.softplus(-positive_logit) - F.softplus(positive_logit)
+    # mean over (B, S) of softplus = (C / S) * sum / (B C): the scaled estimate of the full mean.
+    observed = F.softplus(embeddings @ sampled.T).mean() + correction.sum() / (labels.numel() * num_classes)
+    return observed + F.softplus(random_embeddings @ sampled.T).mean()

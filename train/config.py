@@ -99,6 +99,9 @@ class FinetuneConfig:
     init_from: str | None = None  # pre-trained checkpoint directory (location encoder reused)
     freeze_encoder: bool = False  # train only the class head
     pos_weight: float | None = None  # default: number of classes
+    # > 0: each step scores this many classes drawn at random, an unbiased estimate of the
+    # presence-only loss (csp.losses.sampled_presence_only_loss) for very many classes.
+    sampled_classes: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from csp.checkpoint import CheckpointMeta, describe_model, load_checkpoint
-from csp.losses import presence_only_loss
+from csp.losses import presence_only_loss, sampled_presence_only_loss
 from csp.metrics import evaluate_prior
 from csp.models import LocationEncoder, LocationImageEncoder
 from csp.samplers import LocationSampler, sample_sphere
@@ -26,7 +26,8 @@ class PresenceObjective(nn.Module):
 
     Reads the batch's locations and labels from ``rows`` (columns ``lonlat``, ``labels``) and
     draws ``b`` background locations from ``sampler`` (uniform on the sphere by default; a
-    land or region sampler restricts the pseudo-absences).
+    land or region sampler restricts the pseudo-absences). ``sampled_classes`` > 0 scores that
+    many random classes per step instead of all (:func:`csp.losses.sampled_presence_only_loss`).
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class PresenceObjective(nn.Module):
         pos_weight: float | None,
         session: Distributed,
         sampler: LocationSampler = sample_sphere,
+        sampled_classes: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -43,15 +45,27 @@ class PresenceObjective(nn.Module):
         self.pos_weight = pos_weight
         self.session = session
         self.sampler = sampler
+        self.sampled_classes = sampled_classes
 
     def forward(self, indices: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         data = self.rows.take(indices)
-        observed = self.model.class_logits(data["lonlat"])
         background_lonlat = negative_locations(
-            self.sampler, len(indices), 1, generator, self.session, observed.device
-        )
-        background = self.model.class_logits(background_lonlat[:, 0])
-        loss = presence_only_loss(observed, data["labels"], background, self.pos_weight)
+            self.sampler, len(indices), 1, generator, self.session, data["lonlat"].device
+        )[:, 0]
+        if self.sampled_classes:
+            loss = sampled_presence_only_loss(
+                self.model.embed(data["lonlat"]),
+                data["labels"],
+                self.model.embed(background_lonlat),
+                self.model.class_emb.weight,
+                self.sampled_classes,
+                generator,
+                self.pos_weight,
+            )
+        else:
+            observed = self.model.class_logits(data["lonlat"])
+            background = self.model.class_logits(background_lonlat)
+            loss = presence_only_loss(observed, data["labels"], background, self.pos_weight)
         return loss, {}
 
 
@@ -97,7 +111,9 @@ class FinetuneTask:
         self.model = init_location_encoder(config, len(splits.class_names)).to(device)
         columns = {"lonlat": torch.from_numpy(records.lonlat), "labels": torch.from_numpy(labels)}
         rows = BatchRows(columns, device, stream=bool(config.runtime.stream), rows=torch.from_numpy(train))
-        self.objective = PresenceObjective(self.model, rows, config.pos_weight, session)
+        self.objective = PresenceObjective(
+            self.model, rows, config.pos_weight, session, sampled_classes=config.sampled_classes
+        )
         validation = BatchRows(columns, device, stream=False, rows=torch.from_numpy(splits.val))
         self.val_lonlat, self.val_labels = validation.columns["lonlat"], validation.columns["labels"]
         self.num_items = len(train)

@@ -15,6 +15,7 @@ from csp.losses import (
     info_nce,
     presence_only_loss,
     random_location_loss,
+    sampled_presence_only_loss,
 )
 from csp.models import LocationEncoderConfig, LocationImageEncoder
 
@@ -175,3 +176,33 @@ def test_dropout_keeps_the_expected_fraction_and_scale():
     assert torch.equal(layer(torch.ones(5)), torch.ones(5))
     with pytest.raises(ValueError):
         Dropout(1.0)
+
+
+def test_sampled_presence_only_loss_is_an_unbiased_estimate_of_the_full_loss():
+    generator = torch.Generator().manual_seed(0)
+    embeddings, random_embeddings = (
+        torch.randn(16, 8, generator=generator),
+        torch.randn(16, 8, generator=generator),
+    )
+    head = torch.randn(300, 8, generator=generator) * 0.5
+    labels = torch.randint(0, 300, (16,), generator=generator)
+    full = presence_only_loss(embeddings @ head.T, labels, random_embeddings @ head.T)
+    draws = torch.stack(
+        [
+            sampled_presence_only_loss(embeddings, labels, random_embeddings, head, 20, generator)
+            for _ in range(400)
+        ]
+    )
+    standard_error = draws.std() / len(draws) ** 0.5
+    assert abs(draws.mean() - full) < 4 * standard_error
+    assert draws.std() > 0  # it is an estimate, not the full loss
+
+
+def test_sampled_presence_only_loss_trains_the_head_and_the_encoder():
+    embeddings = torch.randn(4, 3, requires_grad=True)
+    head = torch.randn(50, 3, requires_grad=True)
+    loss = sampled_presence_only_loss(embeddings, torch.tensor([0, 1, 2, 49]), torch.randn(4, 3), head, 5)
+    loss.backward()
+    assert embeddings.grad.abs().sum() > 0 and head.grad[[0, 1, 2, 49]].abs().sum() > 0
+    with pytest.raises(ValueError, match="num_sampled"):
+        sampled_presence_only_loss(embeddings, torch.tensor([0]), torch.randn(1, 3), head, 0)
