@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import math
+import mmap
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -450,10 +451,10 @@ def write_store(
 
     def write_features(fh: Any) -> None:
         for block in blocks:
-            block = np.asarray(block)
+            block = np.ascontiguousarray(block, dtype=np.float16)
             counts.append(block.shape[0])
             dims.add(block.shape[1])
-            fh.write(np.ascontiguousarray(block, dtype=np.float16).tobytes())
+            fh.write(memoryview(block).cast("B"))
 
     write_atomic(out_dir / MERGED_FEATURES, write_features, binary=True)
     if sum(counts) != len(lonlat) or len(dims) > 1:
@@ -552,10 +553,16 @@ class FeatureStore:
     def feature_dim(self) -> int:
         return int(self.features.shape[1])
 
-    def tensors(self) -> tuple[Tensor, Tensor]:
+    def tensors(self, random_access: bool = False) -> tuple[Tensor, Tensor]:
         """Zero-copy host tensors: (features float16 ``(N, F)`` over the memory map, lonlat
         float32 ``(N, 2)`` degrees). Read-only: the features share the file's pages; reading
-        a row reads it from disk (or the page cache), nothing is loaded up front."""
+        a row reads it from disk (or the page cache), nothing is loaded up front.
+
+        ``random_access``: tell the kernel rows will be read in random order (no read-ahead),
+        so a batch of scattered rows reads its own pages only (training on a store larger
+        than memory)."""
+        if random_access and isinstance(self.features, np.memmap):
+            self.features._mmap.madvise(mmap.MADV_RANDOM)
         with warnings.catch_warnings():
             # The memory map is opened read-only and these tensors are only ever read.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")

@@ -161,10 +161,11 @@ def far_from(points: np.ndarray, others: np.ndarray, km: float, chunk: int = 204
     return keep
 
 
-def load_pairs(config: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def load_pairs(config: PretrainConfig, random_access: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Locations ``(N, 2)`` float32 and frozen image features ``(N, F)`` float16 from the config's
-    feature store (the store's memory map: nothing is read up front), or from a feature ``.npy``
-    and ``config.locations`` (e.g. the CSP reference code's files; read into memory, float32)."""
+    feature store (the store's memory map: nothing is read up front; ``random_access``: see
+    :meth:`csp.features.FeatureStore.tensors`), or from a feature ``.npy`` and
+    ``config.locations`` (e.g. the CSP reference code's files; read into memory, float32)."""
     if config.features.endswith(".npy"):
         if not config.locations:
             raise ValueError(f"{config.features} is a feature matrix: give its rows' locations (--locations)")
@@ -177,7 +178,7 @@ def load_pairs(config: PretrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(
             f"{config.features} holds {encoder_name} features, but the config names {config.image_encoder}"
         )
-    features, lonlat = store.tensors()
+    features, lonlat = store.tensors(random_access)
     return lonlat, features
 
 

@@ -144,7 +144,7 @@ def run_pretrain(
     copying all features to the device.
     """
     stream = config.runtime.stream if config.runtime.stream is not None else pairs is None
-    lonlat, features = pairs if pairs is not None else load_pairs(config)
+    lonlat, features = pairs if pairs is not None else load_pairs(config, random_access=stream)
     return run_task(
         config,
         lambda device, session: PretrainTask(config, lonlat, features, device, session, stream),
