@@ -18,6 +18,40 @@ INTRO = (
 UPLOADED = "uploaded CSV"
 
 
+def _form() -> tuple[gr.Radio, gr.Dropdown, gr.Radio, gr.Slider, gr.Radio, gr.File]:
+    """The run's settings: objective, encoding, label fraction, epochs, data source, CSV."""
+    objective = gr.Radio(
+        [(label, key) for key, label in OBJECTIVES.items()],
+        value="sup-only",
+        label="Objective",
+        elem_id="train-objective",
+    )
+    encoding = gr.Dropdown(
+        list(ENCODINGS),
+        value="sphereC+",
+        label="Position encoding (Sup. only)",
+        elem_id="train-encoding",
+    )
+    label_fraction = gr.Radio(
+        list(LABEL_FRACTIONS), value=1.0, label="Label fraction (few-shot)", elem_id="train-fraction"
+    )
+    epochs = gr.Slider(1, MAX_EPOCHS, value=5, step=1, label="Epochs", elem_id="train-epochs")
+    data = gr.Radio(
+        ["bundled species data", UPLOADED],
+        value="bundled species data",
+        label="Data",
+        elem_id="train-data",
+    )
+    csv_file = gr.File(
+        label="Observations CSV (lat, lon, label)",
+        file_types=[".csv"],
+        height=110,
+        type="filepath",
+        elem_id="train-csv",
+    )
+    return objective, encoding, label_fraction, epochs, data, csv_file
+
+
 def build(
     demo: gr.Blocks,
     trainer: TrainingHandlers,
@@ -33,20 +67,7 @@ def build(
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column():
-            objective = gr.Radio(
-                [(label, key) for key, label in OBJECTIVES.items()], value="sup-only", label="Objective"
-            )
-            encoding = gr.Dropdown(list(ENCODINGS), value="sphereC+", label="Position encoding (Sup. only)")
-            label_fraction = gr.Radio(list(LABEL_FRACTIONS), value=1.0, label="Label fraction (few-shot)")
-            epochs = gr.Slider(1, MAX_EPOCHS, value=5, step=1, label="Epochs", elem_id="train-epochs")
-            data = gr.Radio(["bundled species data", UPLOADED], value="bundled species data", label="Data")
-            csv_file = gr.File(
-                label="Observations CSV (lat, lon, label)",
-                file_types=[".csv"],
-                height=110,
-                type="filepath",
-                elem_id="train-csv",
-            )
+            objective, encoding, label_fraction, epochs, data, csv_file = _form()
             with gr.Row():
                 start_button = gr.Button("Start training", variant="primary")
                 cancel_button = gr.Button("Cancel", variant="stop")
@@ -58,7 +79,9 @@ def build(
             loss_curve = gr.LinePlot(
                 empty_curve(), x="epoch", y="loss", title="Training loss", y_axis_format=".3~f", height=260
             )
-            train_log = gr.Textbox(label="Trainer output", lines=8, max_lines=8, autoscroll=True)
+            train_log = gr.Textbox(
+                label="Trainer output", lines=8, max_lines=8, autoscroll=True, elem_id="train-log"
+            )
     timer = gr.Timer(1.0, active=False)
 
     def outputs(view: TrainingView) -> tuple:
@@ -96,6 +119,15 @@ def build(
             return refuse("training load", err), model_line_text()
         return message, model_line_text()
 
+    def train_form() -> tuple:
+        """Private, on page load: the form shows the settings of the current (or last) run, so
+        a reload during a run does not fall back to the defaults."""
+        request = trainer.status().request
+        if request is None:
+            return (gr.update(),) * 5
+        source = UPLOADED if request.csv is not None else "bundled species data"
+        return request.objective, request.encoding, request.label_fraction, request.epochs, source
+
     def train_poll() -> tuple:
         """Private: status and the refresh timer from one snapshot (on while a run is going)."""
         view = trainer.status()
@@ -120,3 +152,4 @@ def build(
         lambda: gr.Dropdown(choices=class_choices(), value=None), None, range_class, api_visibility="private"
     )
     demo.load(train_poll, None, poll_outputs, api_visibility="private")
+    demo.load(train_form, None, [objective, encoding, label_fraction, epochs, data], api_visibility="private")
