@@ -191,6 +191,14 @@ class CaptiveSites:
     def __len__(self) -> int:
         return len(self.places)
 
+    def covers(self, lonlat: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` degrees -> ``(N,)`` bool: inside any known place."""
+        points = np.asarray(lonlat, dtype=np.float64).reshape(-1, 2)
+        if not self.places:
+            return np.zeros(len(points), dtype=bool)
+        km = haversine_km(points[:, None, :], self._lonlat[None, :, :])
+        return (km <= self._radius).any(axis=1)
+
     def at(self, lonlat: tuple[float, float]) -> CaptivePlace | None:
         """The closest place whose radius covers ``(lon, lat)`` degrees, or None."""
         if not self.places:
@@ -227,6 +235,17 @@ class CaptiveCheck:
         return self.place is not None or self.out_of_range is not None
 
 
+def far_out_of_range(
+    top_prob: np.ndarray | float,
+    top_ratio: np.ndarray | float,
+    confident: float,
+    out_of_range_ratio: float = OUT_OF_RANGE_RATIO,
+) -> np.ndarray:
+    """A confident top class far outside its range: ``p >= confident`` and ratio below the
+    threshold (element-wise; a NaN ratio, i.e. an unlinked class, is never far)."""
+    return (np.asarray(top_prob) >= confident) & (np.asarray(top_ratio) < out_of_range_ratio)
+
+
 def check_mode(mode: str) -> str:
     """``mode`` if it is one of :data:`MODES`, else a one-line ValueError."""
     if mode not in MODES:
@@ -255,7 +274,7 @@ def assess_captive(
         out_of_range_ratio: ratio below which the species counts as far outside its range.
     """
     check_mode(requested)
-    far = top_ratio is not None and top_prob >= confident and top_ratio < out_of_range_ratio
+    far = top_ratio is not None and bool(far_out_of_range(top_prob, top_ratio, confident, out_of_range_ratio))
     out_of_range = top_name if far else None
     flagged = place is not None or far
     mode = requested if requested != "auto" else ("captive" if flagged else "wild")

@@ -151,6 +151,14 @@ class Fused:
     factor: np.ndarray
 
 
+def frequency_from_counts(counts: np.ndarray | list[int]) -> np.ndarray:
+    """``p(s)`` from ``(C,)`` training counts, add-one smoothed so every class is > 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or (counts < 0).any():
+        raise ValueError("class counts must be a 1-D array of non-negative numbers")
+    return (counts + 1.0) / (counts.sum() + len(counts))
+
+
 def calibrate(image_probs: np.ndarray, temperature: float) -> np.ndarray:
     """``p ** (1 / T)`` renormalised per row; ``(N, K)`` or ``(K,)`` float64, shape kept."""
     probs = np.asarray(image_probs, dtype=np.float64)

@@ -37,7 +37,7 @@ from csp.captive import (
     read_captive_places,
 )
 from csp.checkpoint import META_FILE, CheckpointError, CheckpointMeta, describe_model, load_checkpoint
-from csp.fusion import CONFIDENT, FusionParams, LinkArrays, calibrate, fuse
+from csp.fusion import CONFIDENT, FusionParams, LinkArrays, calibrate, frequency_from_counts, fuse
 from csp.geo import lonlat_grid, validate_lonlat
 from csp.models import LocationEncoder, LocationImageEncoder
 from csp.names import NameIndex, NameSearch
@@ -127,7 +127,8 @@ class Predictor:
         expert_range_species: classes whose prior rests partly on expert-range pseudo-presences.
         cosine_similarity: the CSP model was trained on cosine similarities (``normalize``).
         temperature: the CSP model's in-batch temperature (its logits are divided by it).
-        class_frequency: ``(C,)`` p(species) in the prior's training data (default uniform).
+        class_frequency: ``(C,)`` p(species) in the prior's training data (from the checkpoint's
+            ``train.class_counts`` when loaded from a directory; default uniform).
         captive_sites: known captive places (default none).
         fusion: parameters of the fusion rule (default :class:`csp.fusion.FusionParams`).
         device: where the models run.
@@ -230,6 +231,7 @@ class Predictor:
 
                 species_link = load_species_link(link_file, meta.class_names)
         captive = directory / CAPTIVE_FILE
+        counts = meta.train.get("class_counts")
         return cls(
             prior_model,
             meta.class_names,
@@ -240,6 +242,7 @@ class Predictor:
             cosine_similarity=csp_meta.cosine_similarity if csp_meta is not None else False,
             temperature=csp_meta.temperature if csp_meta is not None else 1.0,
             captive_sites=CaptiveSites(read_captive_places(captive)) if captive.is_file() else None,
+            class_frequency=frequency_from_counts(counts) if counts else None,
             device=device,
             prior_meta=meta,
             csp_meta=csp_meta,

@@ -230,6 +230,9 @@ def build_default(options: BuildOptions) -> str:
     meta.metrics = {"test": test_metrics, "val": meta.metrics}
     meta.expert_range_species = sorted(pseudo)
     meta.train |= {"pseudo_presences": pseudo}
+    meta.train["class_counts"] = np.bincount(  # training labels per class: p(s) in csp.fusion
+        augmented.records.labels[augmented.train], minlength=len(meta.class_names)
+    ).tolist()
     save_checkpoint(out / "prior", prior, meta)
     csp_model, csp_meta = load_checkpoint(pretrained.best_dir)
     save_checkpoint(out / "csp", csp_model, csp_meta)

@@ -30,6 +30,7 @@ examples:
   torchrun --nproc_per_node 4 -m train pretrain --preset csp-mc-bld --features ... --out ...
   python -m train build-default           # rebuild assets/default (about 20 min on 2 CPU cores)
   python -m train experiment fewshot      # the few-shot results table
+  python -m train experiment geoaware     # geo-aware classification: fix / break rates
   python -m train build-captive           # assets/default/captive_places.csv (zoo rule places)
   python -m train experiment where        # "where could this be?" benchmark of the CSP map
   python -m train convert-official model_fmow_gridcell_....pth.tar --out runs/official-fmow
@@ -172,6 +173,11 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    if args.name == "geoaware":
+        from train.geoaware import GeoAwareOptions, run_geoaware
+
+        print(run_geoaware(GeoAwareOptions(model_dir=Path(args.model_dir), out=Path(args.out or "runs/geoaware"))))
+        return 0
     from train.experiment import FewShotOptions, run_fewshot
 
     options = FewShotOptions(
@@ -256,9 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     captive.add_argument("--out", default="assets/default", help="model directory to write into")
     captive.set_defaults(run=_cmd_build_captive)
 
-    experiment = commands.add_parser("experiment", help="experiments (fewshot, where)")
-    experiment.add_argument("name", choices=["fewshot", "where"])
+    experiment = commands.add_parser("experiment", help="experiments (fewshot, where, geoaware)")
+    experiment.add_argument("name", choices=["fewshot", "where", "geoaware"])
     experiment.add_argument("--out", help="results directory (default runs/<name>)")
+    experiment.add_argument("--model-dir", default="assets/default", help="geoaware: the model to test")
     experiment.add_argument(
         "--features",
         default="runs/build-default/features",

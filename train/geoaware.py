@@ -10,15 +10,37 @@ observations the default build uses and writes the zoo rule's places to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
-from csp.captive import CAPTIVE_FILE, CaptivePlace, find_captive_places, write_captive_places
+from csp.baselines import KDE_BANDWIDTHS_KM, SphericalKDE, select_on_validation
+from csp.captive import (
+    CAPTIVE_FILE,
+    CaptivePlace,
+    far_out_of_range,
+    find_captive_places,
+    write_captive_places,
+)
 from csp.cleaning import CleaningConfig, CleaningReport, clean_occurrences, load_countries, load_native_ranges
 from csp.datasets import GeoRecords, read_csv
+from csp.fusion import (
+    CONFIDENT,
+    FusionParams,
+    LinkArrays,
+    frequency_from_counts,
+    likelihood_ratio,
+    prior_weight,
+)
+from csp.predictor import Predictor
 from train.config import DataConfig
+from train.data import SpeciesSplits, load_species
+from train.evaluate import checkpoint_data_config
 
 
 @dataclass
@@ -60,3 +82,439 @@ def build_captive(out: str | Path = "assets/default", data: DataConfig | None = 
     write_captive_places(places, path)
     records = sum(p.n_records for p in places)
     return f"{path}: {len(places)} captive places ({records} records dropped by the zoo rule)"
+
+
+# --- benchmark -------------------------------------------------------------------------------
+
+CONFIDENCES = (0.55, 0.65, 0.75, 0.85, 0.95)
+"""Image confidence of the top class in the simulated two-way confusions (bin mid-points)."""
+
+RATIO_MINS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+DYNAMIC_RANGES = (1.5, 2.0, 2.5, 3.0, 3.5, 3.9)
+ALPHAS = (0.25, 0.5, 0.75, 1.0)
+OUT_OF_RANGE_QUANTILE = 0.02
+
+# Real photos that install offline (package, path inside it) and the class that is right.
+REAL_PHOTOS = (
+    ("gradio", "media_assets/images/lion.jpg", "lion"),
+    ("gradio", "media_assets/images/cheetah.jpg", "cheetah"),
+    ("gradio", "media_assets/images/cheetah1.jpg", "cheetah"),
+    ("gradio", "test_data/cheetah2.jpg", "cheetah"),
+    ("skimage", "chelsea", "tabby"),
+)
+# (name, (lon, lat), where the lion / cheetah are wild there)
+PLACES = (
+    ("Serengeti, Tanzania", (34.83, -2.33), True),
+    ("Etosha, Namibia", (16.0, -18.9), True),
+    ("London Zoo, UK", (-0.1534, 51.5353), False),
+    ("Taronga Zoo, Sydney", (151.241, -33.843), False),
+    ("Nebraska farmland, USA", (-100.0, 41.5), False),
+)
+
+
+@dataclass
+class Pairs:
+    """Simulated two-way confusions: at ``lonlat`` the truth is ``truth``, the sister ``sister``."""
+
+    lonlat: np.ndarray  # (P, 2) degrees
+    truth: np.ndarray  # (P,) prior class index
+    sister: np.ndarray  # (P,) prior class index
+
+    def __len__(self) -> int:
+        return len(self.truth)
+
+
+@dataclass
+class PriorSource:
+    """A normalised location prior p(s | x) and the class frequencies p(s) it goes with."""
+
+    name: str
+    prior: Callable[[np.ndarray], np.ndarray]  # (P, 2) degrees -> (P, C), rows sum to 1
+    frequency: np.ndarray  # (C,)
+
+
+def genus_pairs(
+    lonlat: np.ndarray, labels: np.ndarray, class_names: list[str], max_sisters: int, seed: int
+) -> Pairs:
+    """Every observation of a species with a congener, paired with up to ``max_sisters`` of its
+    congeners (seeded choice): the classic fine-grained confusion."""
+    rng = np.random.default_rng(seed)
+    by_genus: dict[str, list[int]] = {}
+    for i, name in enumerate(class_names):
+        by_genus.setdefault(name.split(" ")[0], []).append(i)
+    rows, sisters = [], []
+    for row, label in enumerate(labels):
+        congeners = [c for c in by_genus[class_names[label].split(" ")[0]] if c != label]
+        if congeners:
+            chosen = rng.choice(congeners, size=min(max_sisters, len(congeners)), replace=False)
+            rows += [row] * len(chosen)
+            sisters += list(chosen)
+    rows_a = np.array(rows, dtype=np.int64)
+    return Pairs(lonlat[rows_a], labels[rows_a], np.array(sisters, dtype=np.int64))
+
+
+def classifier_sisters(predictor: Predictor) -> dict[int, int]:
+    """``{species: sister species}`` among linked species: the linked image class whose
+    classifier weight vector is most similar (cosine) to the species' own, of another species."""
+    weight = predictor.image_encoder.model.get_classifier().weight.detach().float()
+    link = LinkArrays.from_mapping(predictor.species_link)
+    image, species = link.image_index, link.species_index
+    w = torch.nn.functional.normalize(weight[torch.from_numpy(image)], dim=1)
+    similarity = (w @ w.T).numpy()
+    similarity[species[:, None] == species[None, :]] = -np.inf
+    sisters: dict[int, int] = {}
+    for j in np.argsort(-similarity.max(axis=1)):  # most confusable class of a species first
+        sisters.setdefault(int(species[j]), int(species[np.argmax(similarity[j])]))
+    return sisters
+
+
+def linked_pairs(lonlat: np.ndarray, labels: np.ndarray, sisters: dict[int, int]) -> Pairs:
+    """Observations of linked species, each paired with its classifier sister."""
+    rows = np.flatnonzero(np.isin(labels, list(sisters)))
+    return Pairs(
+        lonlat[rows], labels[rows], np.array([sisters[int(s)] for s in labels[rows]], dtype=np.int64)
+    )
+
+
+@dataclass
+class Outcome:
+    """Fix and break counts of one rule on one set of pairs, per confidence ``c``."""
+
+    fixed: dict[float, int]
+    broken: dict[float, int]
+    n: int
+
+    def rate(self, which: str, confidences: Iterable[float]) -> float:
+        table = self.fixed if which == "fix" else self.broken
+        chosen = list(confidences)
+        return 100.0 * sum(table[c] for c in chosen) / max(1, self.n * len(chosen))
+
+
+def pair_ratios(source: PriorSource, pairs: Pairs, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """``(P,)`` likelihood ratios p(s | x) / p(s) of the truth and of the sister at each pair."""
+    r_true, r_sister = np.empty(len(pairs)), np.empty(len(pairs))
+    for start in range(0, len(pairs), block):
+        rows = slice(start, start + block)
+        ratio = likelihood_ratio(source.prior(pairs.lonlat[rows]), source.frequency)
+        index = np.arange(ratio.shape[0])
+        r_true[rows], r_sister[rows] = ratio[index, pairs.truth[rows]], ratio[index, pairs.sister[rows]]
+    return r_true, r_sister
+
+
+def simulate(
+    ratios: tuple[np.ndarray, np.ndarray],
+    pairs: Pairs,
+    params: FusionParams,
+    confidences: Sequence[float] = CONFIDENCES,
+    captive: Callable[[np.ndarray, np.ndarray, float], np.ndarray] | None = None,
+) -> Outcome:
+    """Two-way confusions at confidence ``c`` (simulated image probabilities; real places).
+
+    Confusion: the image gives the sister ``c`` and the truth ``1 - c``; *fixed* when the fused
+    truth beats the sister, ``(1 - c) w_truth > c w_sister`` (the linked group's renormalisation
+    keeps this order, see :mod:`csp.fusion`). Correct: the image gives the truth ``c``; *broken*
+    when ``(1 - c) w_sister > c w_truth``. ``ratios``: :func:`pair_ratios`.
+    ``captive(lonlat, top_ratio, c) -> (P,) bool`` marks pairs the auto mode sends to captive
+    (image ranking kept: neither fixed nor broken).
+    """
+    r_true, r_sister = ratios
+    w_true, w_sister = prior_weight(r_true, params), prior_weight(r_sister, params)
+    fixed, broken = {}, {}
+    for c in confidences:
+        fix = (1 - c) * w_true > c * w_sister
+        brk = (1 - c) * w_sister > c * w_true
+        if captive is not None:
+            fix &= ~captive(pairs.lonlat, r_sister, c)
+            brk &= ~captive(pairs.lonlat, r_true, c)
+        fixed[c], broken[c] = int(fix.sum()), int(brk.sum())
+    return Outcome(fixed, broken, len(pairs))
+
+
+def old_rule(predictor: Predictor, pairs: Pairs, confidences: Sequence[float] = CONFIDENCES) -> Outcome:
+    """The rule this replaces: image probability times the presence score, renormalised."""
+    presence = predictor.prior(pairs.lonlat).astype(np.float64)
+    rows = np.arange(len(pairs))
+    s_true, s_sister = presence[rows, pairs.truth], presence[rows, pairs.sister]
+    fixed = {c: int(((1 - c) * s_true > c * s_sister).sum()) for c in confidences}
+    broken = {c: int(((1 - c) * s_sister > c * s_true).sum()) for c in confidences}
+    return Outcome(fixed, broken, len(pairs))
+
+
+def expected_gain(outcome: Outcome) -> float:
+    """Top-1 accuracy gained per prediction if the image were calibrated: at confidence ``c`` a
+    share ``1 - c`` of its top answers is a confusion (fixable) and ``c`` correct (breakable);
+    averaged over the confidences, in percentage points."""
+    n = max(1, outcome.n)
+    gains = [((1 - c) * outcome.fixed[c] - c * outcome.broken[c]) / n for c in outcome.fixed]
+    return 100.0 * float(np.mean(gains))
+
+
+def fit_params(source: PriorSource, pairs: Pairs) -> tuple[FusionParams, float]:
+    """Grid search of alpha, ratio_min and the dynamic range on validation pairs (maximum
+    :func:`expected_gain`; the dynamic range stays below 4, see :mod:`csp.fusion`)."""
+    ratios = pair_ratios(source, pairs)
+    best: tuple[float, FusionParams] | None = None
+    for alpha in ALPHAS:
+        for ratio_min in RATIO_MINS:
+            for rho in DYNAMIC_RANGES:
+                params = FusionParams(
+                    alpha=alpha, ratio_min=ratio_min, ratio_max=ratio_min * rho ** (1 / alpha)
+                )
+                gain = expected_gain(simulate(ratios, pairs, params))
+                if best is None or gain > best[0] + 1e-12:
+                    best = (gain, params)
+    assert best is not None
+    return best[1], best[0]
+
+
+@dataclass
+class GeoAwareOptions:
+    model_dir: Path = Path("assets/default")
+    out: Path = Path("runs/geoaware")
+    max_sisters: int = 3  # congeners paired with each observation
+    seed: int = 0
+
+
+@dataclass
+class Datasets:
+    """Pairs per evaluation set: ``{set name: {"linked": Pairs, "genus": Pairs}}``."""
+
+    val: dict[str, Pairs] = field(default_factory=dict)
+    sets: dict[str, dict[str, Pairs]] = field(default_factory=dict)
+
+
+def _softmax_rows(scores: torch.Tensor) -> np.ndarray:
+    return torch.softmax(scores.double(), dim=1).numpy()
+
+
+def kde_source(splits: SpeciesSplits) -> tuple[PriorSource, float]:
+    """Per-species spherical KDE on the real training observations, bandwidth chosen on
+    validation MRR; p(s | x) = softmax(log n_s + log p(x | s)). Returns it and the bandwidth."""
+    lonlat, labels = splits.records.lonlat, splits.records.labels
+    n = len(splits.class_names)
+    train_ll, train_lab = lonlat[splits.train], labels[splits.train]
+
+    def make(bandwidth: float) -> SphericalKDE:
+        return SphericalKDE(train_ll, train_lab, n, bandwidth)
+
+    chosen = select_on_validation(make, KDE_BANDWIDTHS_KM, lonlat[splits.val], labels[splits.val])
+    kde = make(chosen.value)
+    frequency = frequency_from_counts(np.bincount(train_lab, minlength=n))
+    source = PriorSource(
+        f"KDE prior ({chosen.value:g} km)", lambda x: _softmax_rows(kde(torch.from_numpy(x))), frequency
+    )
+    return source, chosen.value
+
+
+def _dropped_records(
+    cleaned: Cleaned, class_names: list[str]
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Records the cleaning dropped whose species the prior knows: lonlat, prior labels, and
+    how many each rule dropped (a record can count for several)."""
+    position = {name: i for i, name in enumerate(class_names)}
+    dropped = np.flatnonzero(~cleaned.report.keep)
+    known = np.array([cleaned.names[i] in position for i in dropped], dtype=bool)
+    rows = dropped[known]
+    labels = np.array([position[cleaned.names[i]] for i in rows], dtype=np.int64)
+    by_rule = {r.rule: int(r.drop[rows].sum()) for r in cleaned.report.rules}
+    return cleaned.records.lonlat[rows], labels, by_rule
+
+
+def build_datasets(
+    predictor: Predictor, splits: SpeciesSplits, cleaned: Cleaned, options: GeoAwareOptions
+) -> Datasets:
+    """Validation pairs (for fitting) and the evaluation sets (a) wild test and (b) dropped."""
+    sisters = classifier_sisters(predictor)
+    lonlat, labels = splits.records.lonlat, splits.records.labels
+    names = splits.class_names
+
+    def both(ll: np.ndarray, lab: np.ndarray) -> dict[str, Pairs]:
+        return {
+            "linked": linked_pairs(ll, lab, sisters),
+            "genus": genus_pairs(ll, lab, names, options.max_sisters, options.seed),
+        }
+
+    out = Datasets()
+    out.val = both(lonlat[splits.val], labels[splits.val])
+    out.sets["(a) wild: held-out test observations"] = both(lonlat[splits.test], labels[splits.test])
+    d_ll, d_lab, _ = _dropped_records(cleaned, names)
+    out.sets["(b) captive / out of range: records cleaning drops"] = both(d_ll, d_lab)
+    return out
+
+
+def _concat(*pairs: Pairs) -> Pairs:
+    return Pairs(
+        np.concatenate([p.lonlat for p in pairs]),
+        np.concatenate([p.truth for p in pairs]),
+        np.concatenate([p.sister for p in pairs]),
+    )
+
+
+def _photo(package: str, name: str) -> Image.Image:
+    """A real photo that installs offline: a file inside an installed package, or skimage.data."""
+    if package == "skimage":
+        from skimage import data
+
+        return Image.fromarray(getattr(data, name)())
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"package {package!r} is not installed (needed for {name})")
+    return Image.open(Path(spec.origin).parent / name)
+
+
+def real_photo_rows(predictor: Predictor, params: FusionParams) -> list[dict[str, object]]:
+    """Every real photo at every place in :data:`PLACES`, classified in wild and auto mode."""
+    predictor.fusion = params
+    rows = []
+    for package, name, truth in REAL_PHOTOS:
+        image = _photo(package, name).convert("RGB")
+        for place, lonlat, native in PLACES:
+            wild = predictor.classify(image, lonlat, mode="wild")
+            auto = predictor.classify(image, lonlat, mode="auto")
+            top = wild.image_only[0]
+            rows.append(
+                {
+                    "photo": Path(name).name,
+                    "place": place,
+                    "in range": native if truth != "tabby" else None,
+                    "image top-1": f"{top.name.split(',')[0]} {top.score:.2f}",
+                    "wild top-1": wild.geo_aware[0].name.split(",")[0],
+                    "auto top-1": auto.geo_aware[0].name.split(",")[0],
+                    "auto mode": auto.mode,
+                    "flagged": bool(auto.flag),
+                    "correct kept (wild, auto)": (
+                        truth in wild.geo_aware[0].name.lower(),
+                        truth in auto.geo_aware[0].name.lower(),
+                    ),
+                }
+            )
+    return rows
+
+
+def run_geoaware(options: GeoAwareOptions) -> str:
+    """The benchmark (simulated confusions at real places, plus real photos); returns Markdown.
+
+    Protocol: the shipped prior's own split (:func:`train.evaluate.checkpoint_data_config`).
+    Parameters are fitted on validation pairs only (classifier sisters of linked species plus
+    congeners of every species); the out-of-range threshold is the 2 % quantile of the true
+    species' likelihood ratio at validation observations. Test and dropped records are scored
+    once. Image probabilities in the pairs are simulated; places, labels and priors are real.
+    """
+    predictor = Predictor.from_directory(options.model_dir)
+    data = checkpoint_data_config(predictor.prior_meta)
+    splits = load_species(data)
+    if splits.class_names != predictor.class_names:
+        raise ValueError(f"{options.model_dir}: the prior's classes differ from {data.csv} after cleaning")
+    cleaned = clean_all(data)
+    datasets = build_datasets(predictor, splits, cleaned, options)
+    csp_source = PriorSource("CSP prior", predictor.normalised_prior, predictor.class_frequency)
+    kde, _ = kde_source(splits)
+    val_pairs = _concat(datasets.val["linked"], datasets.val["genus"])
+    fits = {source.name: fit_params(source, val_pairs) for source in (csp_source, kde)}
+    val_obs = Pairs(
+        splits.records.lonlat[splits.val],
+        splits.records.labels[splits.val],
+        splits.records.labels[splits.val],
+    )
+    threshold = float(np.quantile(pair_ratios(csp_source, val_obs)[0], OUT_OF_RANGE_QUANTILE))
+    sites = predictor.captive_sites
+
+    def auto(lonlat: np.ndarray, r_top: np.ndarray, c: float) -> np.ndarray:
+        return sites.covers(lonlat) | far_out_of_range(c, r_top, CONFIDENT, threshold)
+
+    results: dict[str, dict[str, dict[str, Outcome]]] = {}
+    for set_name, by_kind in datasets.sets.items():
+        results[set_name] = {}
+        for kind, pairs in by_kind.items():
+            csp_ratios = pair_ratios(csp_source, pairs)
+            results[set_name][kind] = {
+                "old rule (image × presence score)": old_rule(predictor, pairs),
+                "KDE prior, fusion rule, wild": simulate(pair_ratios(kde, pairs), pairs, fits[kde.name][0]),
+                "CSP prior, fusion rule, wild": simulate(csp_ratios, pairs, fits[csp_source.name][0]),
+                "CSP prior, fusion rule, auto": simulate(
+                    csp_ratios, pairs, fits[csp_source.name][0], captive=auto
+                ),
+            }
+    photos = real_photo_rows(predictor, fits[csp_source.name][0])
+    report = {
+        "model_dir": str(options.model_dir),
+        "split": data.split,
+        "frequency": "training counts" if predictor.prior_meta.train.get("class_counts") else "uniform",
+        "fits": {name: {"params": vars(p), "val_gain_pp": g} for name, (p, g) in fits.items()},
+        "out_of_range_ratio": threshold,
+        "val_pairs": {k: len(v) for k, v in datasets.val.items()},
+        "captive_places": len(sites),
+        "results": {
+            s: {k: {r: vars(o) for r, o in rules.items()} for k, rules in kinds.items()}
+            for s, kinds in results.items()
+        },
+        "photos": photos,
+    }
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / "geoaware.json").write_text(json.dumps(report, indent=2, default=str))
+    text = render_geoaware(report, results)
+    (options.out / "geoaware.md").write_text(text)
+    return text
+
+
+def _cell(outcome: Outcome, c: float) -> str:
+    return f"{outcome.rate('fix', [c]):.0f} / {outcome.rate('break', [c]):.0f}"
+
+
+def render_geoaware(report: dict, results: dict[str, dict[str, dict[str, Outcome]]]) -> str:
+    """The Markdown report: fitted parameters, fix / break tables, target lines, real photos."""
+    csp_fit = report["fits"]["CSP prior"]["params"]
+    lines = [
+        "# Geo-aware classification benchmark",
+        "",
+        f"`python -m train experiment geoaware` on `{report['model_dir']}` (its own `{report['split']}` "
+        f"split; p(s) from {report['frequency']}). Image probabilities are **simulated** two-way "
+        "confusions (top class at confidence p, the other class 1 - p); places, labels and priors are real.",
+        "",
+        "Fitted on validation pairs only ("
+        + ", ".join(f"{k}: {v:,}" for k, v in report["val_pairs"].items())
+        + "): "
+        + "; ".join(
+            f"{name}: alpha {f['params']['alpha']:g}, ratio in [{f['params']['ratio_min']:.3g}, "
+            f"{f['params']['ratio_max']:.3g}], expected top-1 gain {f['val_gain_pp']:.2f} pp"
+            for name, f in report["fits"].items()
+        )
+        + f". Out-of-range ratio (2 % quantile at validation observations): {report['out_of_range_ratio']:.3g}; "
+        f"{report['captive_places']} known captive places.",
+        "",
+        "Cells: fix % / break % at image confidence p. Fix: the image's top class is the sister, "
+        "the truth comes first after fusion. Break: the image's top class is right, the sister "
+        "comes first after fusion. Image-only is 0 / 0 everywhere.",
+    ]
+    for set_name, kinds in results.items():
+        for kind, rules in kinds.items():
+            n = next(iter(rules.values())).n
+            pair_kind = (
+                "linked species vs. classifier sister" if kind == "linked" else "congeners (all species)"
+            )
+            lines += ["", f"### {set_name}: {pair_kind}, {n:,} pairs", ""]
+            lines.append(
+                "| rule | "
+                + " | ".join(f"p = {c}" for c in CONFIDENCES)
+                + " | fix, p < 0.8 | break, p ≥ 0.8 |"
+            )
+            lines.append("|---" * (len(CONFIDENCES) + 3) + "|")
+            low = [c for c in CONFIDENCES if c < CONFIDENT]
+            high = [c for c in CONFIDENCES if c >= CONFIDENT]
+            for rule, outcome in rules.items():
+                cells = " | ".join(_cell(outcome, c) for c in CONFIDENCES)
+                lines.append(
+                    f"| {rule} | {cells} | {outcome.rate('fix', low):.1f} | {outcome.rate('break', high):.1f} |"
+                )
+    lines += ["", "### Real photos (classified by the shipped model; location passed as (lon, lat))", ""]
+    photos = report["photos"]
+    keys = [k for k in photos[0] if k != "correct kept (wild, auto)"]
+    lines.append("| " + " | ".join(keys) + " |")
+    lines.append("|---" * len(keys) + "|")
+    for row in photos:
+        lines.append("| " + " | ".join("" if row[k] is None else str(row[k]) for k in keys) + " |")
+    lines.append("")
+    lines.append(f"Fusion parameters used for the photos: {csp_fit}.")
+    return "\n".join(lines) + "\n"

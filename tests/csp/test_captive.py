@@ -10,6 +10,7 @@ from csp.captive import (
     CaptivePlace,
     CaptiveSites,
     assess_captive,
+    far_out_of_range,
     find_captive_places,
     read_captive_places,
     write_captive_places,
@@ -127,3 +128,11 @@ def test_predictor_modes_at_a_known_captive_place(app_predictor):
     with pytest.raises(ValueError, match="mode must be"):
         predictor.classify(photo, where, mode="zoo")
     assert predictor.classify(photo, None).mode == "image-only"
+
+
+def test_vectorised_cover_and_range_checks():
+    sites = CaptiveSites([PLACE])
+    np.testing.assert_array_equal(sites.covers(np.array([[-0.10, 51.50], [2.35, 48.85]])), [True, False])
+    assert not CaptiveSites([]).covers(np.zeros((2, 2))).any()
+    far = far_out_of_range(np.array([0.9, 0.9, 0.5]), np.array([0.01, 5.0, 0.01]), CONFIDENT, 0.05)
+    np.testing.assert_array_equal(far, [True, False, False])

@@ -104,3 +104,11 @@ def test_a_confident_image_class_is_never_replaced_by_the_prior(case):
     others = np.delete(fused, top)
     assert (fused[top] > others).all()
     assert fused.sum() == pytest.approx(1.0)
+
+
+def test_frequency_from_counts_is_add_one_smoothed():
+    from csp.fusion import frequency_from_counts
+
+    np.testing.assert_allclose(frequency_from_counts([3, 0, 1]), [4 / 7, 1 / 7, 2 / 7])
+    with pytest.raises(ValueError, match="non-negative"):
+        frequency_from_counts([1, -1])

@@ -1,0 +1,32 @@
+"""The geo-aware benchmark's pieces on small hand-made cases (the full run is not a test)."""
+
+import numpy as np
+
+from csp.fusion import FusionParams
+from train.geoaware import Outcome, Pairs, expected_gain, genus_pairs, simulate
+
+
+def test_genus_pairs_pair_only_congeners():
+    names = ["Ursus arctos", "Ursus americanus", "Canis lupus", "Panthera leo", "Panthera onca"]
+    lonlat = np.zeros((4, 2))
+    pairs = genus_pairs(lonlat, np.array([0, 2, 3, 1]), names, max_sisters=3, seed=0)
+    assert list(pairs.truth) == [0, 3, 1] and list(pairs.sister) == [1, 4, 0]
+
+
+def test_simulate_counts_fixes_and_breaks_by_hand():
+    # Pair 0: truth 3x more likely than on average, sister 0.5x -> w = [1.9, 0.5] (clipped).
+    # At p = 0.55 the confusion is fixed (0.45 * 1.9 > 0.55 * 0.5); at p = 0.85 it is not
+    # (0.15 * 1.9 < 0.85 * 0.5). Pair 1 is the mirror image: its correct answer at 0.55 breaks.
+    ratios = (np.array([3.0, 0.5]), np.array([0.5, 3.0]))
+    pairs = Pairs(np.zeros((2, 2)), np.array([0, 1]), np.array([1, 0]))
+    params = FusionParams(alpha=1.0, ratio_min=0.5, ratio_max=1.9)
+    outcome = simulate(ratios, pairs, params, confidences=(0.55, 0.85))
+    assert outcome.fixed == {0.55: 1, 0.85: 0} and outcome.broken == {0.55: 1, 0.85: 0}
+    assert outcome.rate("fix", [0.55]) == 50.0
+    captive = simulate(ratios, pairs, params, (0.55,), captive=lambda ll, r, c: np.array([True, True]))
+    assert captive.fixed == {0.55: 0} and captive.broken == {0.55: 0}
+
+
+def test_expected_gain_weights_fixes_and_breaks_by_calibrated_odds():
+    outcome = Outcome(fixed={0.75: 4}, broken={0.75: 1}, n=10)
+    assert expected_gain(outcome) == 100.0 * (0.25 * 4 - 0.75 * 1) / 10
