@@ -16,14 +16,20 @@ Bayes' rule with the image and the location independent given the class gives
 ratio ``r(y, x) = p(s(y) | x) / p(s(y))``, how much more (or less) common the species is at
 ``x`` than on average. The fused scores are
 
-    w(y, x)        = clip(r(y, x), r_min, r_max) ** alpha                      (y in G)
+    w(y, x)        = clip(r(y, x), r_min, r_max) ** a(I)                       (y in G)
     q(y | I, x)    = M · p_T(y | I) · w(y, x) / sum_{y' in G} p_T(y' | I) · w(y', x)   (y in G)
     q(y | I, x)    = p_T(y | I)                                                 (y not in G)
 
-with ``M = sum_{y in G} p_T(y | I)`` the image mass of the linked group. ``alpha <= 1``
-tempers the prior (a fitted prior is over-confident about rare species far from their few
-records); the clip is the floor and the ceiling of the likelihood ratio, so the prior alone
-never drives a class to zero (``w >= r_min ** alpha > 0``).
+with ``M = sum_{y in G} p_T(y | I)`` the image mass of the linked group and the exponent
+
+    a(I) = alpha                                         if max_y p_T(y | I) < c
+    a(I) = min(alpha, log(rho_c) / log(r_max / r_min))   otherwise (a confident image)
+
+for the confidence ``c`` = :data:`CONFIDENT` (0.8). ``alpha <= 1`` tempers the prior (a
+fitted prior is over-confident about rare species far from their few records); the clip is
+the floor and the ceiling of the likelihood ratio, so the prior alone never drives a class to
+zero (``w >= r_min ** a > 0``); ``rho_c`` (``confident_range``) is the largest factor the prior
+may put between two linked classes when the image is confident.
 
 Unlinked classes
     The prior knows nothing about classes without a species, so their probabilities stay
@@ -34,13 +40,14 @@ Unlinked classes
     themselves and relative to unlinked ones through their share of ``M``.
 
 The confidence guarantee
-    ``rho = (r_max / r_min) ** alpha`` is the largest factor the prior can put between two
-    linked classes. :class:`FusionParams` refuses ``rho >= c / (1 - c)`` for the confidence
-    ``c`` = :data:`CONFIDENT` (0.8, so ``rho < 4``). Then a class with ``p_T >= c`` stays
-    first: against a linked class ``b`` (``p_T(b) <= 1 - c``) ``q(a) / q(b) >=
-    (c / (1 - c)) / rho > 1``; against an unlinked class ``b``, ``q(a) >= M c / (c + (M - c)
-    rho) > 1 - M >= q(b)``. The prior alone can re-order the less confident classes, and it
-    can never replace a confident image class.
+    For a confident image the weights lie within a factor ``rho_c`` of each other, and
+    :class:`FusionParams` refuses ``rho_c >= c / (1 - c)`` (``rho_c < 4``). Then a class with
+    ``p_T >= c`` stays first: against a linked class ``b`` (``p_T(b) <= 1 - c``) ``q(a) / q(b)
+    >= (c / (1 - c)) / rho_c > 1``; against an unlinked class ``b``, ``q(a) >= M c / (c + (M -
+    c) rho_c) > 1 - M >= q(b)``. The prior alone can re-order the runners-up of a confident
+    image and any class of an unsure one, and it can never replace a confident image class.
+    (The exponent steps down at ``p = c``: an image at 0.79 gets the full prior, one at 0.80
+    the guarded one; this is the rule, not a smoothing artefact.)
 
 Captive or wild is decided elsewhere (:mod:`csp.captive`); this module only applies the rule.
 All arrays are NumPy: image probabilities ``(N, K)``, prior ``(N, C)``, frequencies ``(C,)``.
@@ -66,17 +73,23 @@ class FusionParams:
         alpha: tempering exponent of the likelihood ratio, in [0, 1] (0: ignore the prior).
         ratio_min: floor of the likelihood ratio p(s | x) / p(s), > 0.
         ratio_max: ceiling of the likelihood ratio, >= ratio_min.
+        confident_range: ``rho_c``, the largest factor between two linked classes' weights
+            when the image is confident; in [1, c / (1 - c)) = [1, 4).
         image_temperature: temperature T applied to the image probabilities, > 0.
 
-    The defaults were fitted by ``python -m train experiment geoaware`` on the validation
-    protocol documented in :mod:`train.geoaware` (simulated two-way confusions between
-    congeneric species at real validation observations); the README section
-    "Geo-aware classification" has the figures.
+    ``alpha``, ``ratio_min`` and ``ratio_max`` were fitted by ``python -m train experiment
+    geoaware`` on the validation protocol of :mod:`train.geoaware` (simulated two-way
+    confusions at real validation observations; the README section "Geo-aware
+    classification" has the figures). ``confident_range`` is not fitted: no simulated
+    two-way case depends on it (a confident image can be neither fixed nor broken), so it is
+    set halfway below the limit of 4. ``image_temperature`` is not fitted either: no
+    labelled photos are available offline, so the image model's own softmax is used (T = 1).
     """
 
     alpha: float = 1.0
     ratio_min: float = 0.5
     ratio_max: float = 1.9
+    confident_range: float = 2.0
     image_temperature: float = 1.0
 
     def __post_init__(self) -> None:
@@ -91,16 +104,27 @@ class FusionParams:
         if not (math.isfinite(self.image_temperature) and self.image_temperature > 0):
             raise ValueError(f"FusionParams.image_temperature must be > 0, got {self.image_temperature}")
         limit = CONFIDENT / (1.0 - CONFIDENT)
-        if self.dynamic_range >= limit * (1.0 - 1e-9):  # (1 - 1e-9): 0.8 / 0.2 rounds above 4
+        range_ok = math.isfinite(self.confident_range) and 1.0 <= self.confident_range
+        if not range_ok or self.confident_range >= limit * (1.0 - 1e-9):  # 0.8 / 0.2 rounds above 4
             raise ValueError(
-                f"FusionParams: (ratio_max / ratio_min) ** alpha = {self.dynamic_range:.3g} must stay "
-                f"below {limit:g}, or the prior alone could replace an image class of p >= {CONFIDENT}"
+                f"FusionParams.confident_range must be in [1, {limit:g}), got {self.confident_range}: "
+                f"at {limit:g} or more the prior alone could replace an image class of p >= {CONFIDENT}"
             )
 
     @property
     def dynamic_range(self) -> float:
-        """``rho``: the largest factor the prior can put between two linked classes."""
+        """The largest factor the prior can put between two linked classes (unsure image)."""
         return (self.ratio_max / self.ratio_min) ** self.alpha
+
+    @property
+    def confident_alpha(self) -> float:
+        """The exponent used when the image is confident (see the module docstring)."""
+        span = math.log(self.ratio_max / self.ratio_min)
+        return self.alpha if span == 0 else min(self.alpha, math.log(self.confident_range) / span)
+
+    def exponent(self, top_prob: np.ndarray | float) -> np.ndarray:
+        """``a(I)`` for the top image probability of each photo (same shape)."""
+        return np.where(np.asarray(top_prob) >= CONFIDENT, self.confident_alpha, self.alpha)
 
     @property
     def ignores_prior(self) -> bool:
@@ -183,9 +207,10 @@ def likelihood_ratio(prior: np.ndarray, class_frequency: np.ndarray) -> np.ndarr
     return prior / frequency
 
 
-def prior_weight(ratio: np.ndarray, params: FusionParams) -> np.ndarray:
-    """``clip(ratio, r_min, r_max) ** alpha``, same shape as ``ratio``."""
-    return np.clip(ratio, params.ratio_min, params.ratio_max) ** params.alpha
+def prior_weight(ratio: np.ndarray, params: FusionParams, top_prob: np.ndarray | float) -> np.ndarray:
+    """``clip(ratio, r_min, r_max) ** a(I)``; ``top_prob`` broadcasts against ``ratio``
+    (``(N, 1)`` against ``(N, L)``, or a number)."""
+    return np.clip(ratio, params.ratio_min, params.ratio_max) ** params.exponent(top_prob)
 
 
 def fuse(
@@ -213,7 +238,7 @@ def fuse(
         raise ValueError(f"{probs.shape[0]} image rows but {prior.shape[0]} prior rows")
     n = probs.shape[0]
     ratio = likelihood_ratio(prior, class_frequency)[:, link.species_index]
-    weight = prior_weight(ratio, params)
+    weight = prior_weight(ratio, params, probs.max(axis=1, keepdims=True))
     fused = probs.copy()
     factor = np.ones((n, len(link)))
     if len(link) and not params.ignores_prior:

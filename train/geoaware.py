@@ -89,9 +89,9 @@ def build_captive(out: str | Path = "assets/default", data: DataConfig | None = 
 CONFIDENCES = (0.55, 0.65, 0.75, 0.85, 0.95)
 """Image confidence of the top class in the simulated two-way confusions (bin mid-points)."""
 
-RATIO_MINS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-DYNAMIC_RANGES = (1.5, 2.0, 2.5, 3.0, 3.5, 3.9)
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
+RATIO_MINS = (1e-3, 1e-2, 0.05, 0.1, 0.3, 1.0)
+RATIO_MAXS = (2.0, 5.0, 10.0, 30.0, 100.0, 1e3, 1e4)
 OUT_OF_RANGE_QUANTILE = 0.02
 
 # Real photos that install offline (package, path inside it) and the class that is right.
@@ -218,9 +218,9 @@ def simulate(
     (image ranking kept: neither fixed nor broken).
     """
     r_true, r_sister = ratios
-    w_true, w_sister = prior_weight(r_true, params), prior_weight(r_sister, params)
     fixed, broken = {}, {}
     for c in confidences:
+        w_true, w_sister = prior_weight(r_true, params, c), prior_weight(r_sister, params, c)
         fix = (1 - c) * w_true > c * w_sister
         brk = (1 - c) * w_sister > c * w_true
         if captive is not None:
@@ -250,16 +250,14 @@ def expected_gain(outcome: Outcome) -> float:
 
 
 def fit_params(source: PriorSource, pairs: Pairs) -> tuple[FusionParams, float]:
-    """Grid search of alpha, ratio_min and the dynamic range on validation pairs (maximum
-    :func:`expected_gain`; the dynamic range stays below 4, see :mod:`csp.fusion`)."""
+    """Grid search of alpha, ratio_min and ratio_max on validation pairs (maximum
+    :func:`expected_gain`)."""
     ratios = pair_ratios(source, pairs)
     best: tuple[float, FusionParams] | None = None
     for alpha in ALPHAS:
         for ratio_min in RATIO_MINS:
-            for rho in DYNAMIC_RANGES:
-                params = FusionParams(
-                    alpha=alpha, ratio_min=ratio_min, ratio_max=ratio_min * rho ** (1 / alpha)
-                )
+            for ratio_max in RATIO_MAXS:
+                params = FusionParams(alpha=alpha, ratio_min=ratio_min, ratio_max=ratio_max)
                 gain = expected_gain(simulate(ratios, pairs, params))
                 if best is None or gain > best[0] + 1e-12:
                     best = (gain, params)

@@ -57,13 +57,28 @@ def test_image_only_params_change_nothing():
 
 
 def test_params_that_could_overturn_a_confident_class_are_refused():
-    with pytest.raises(ValueError, match="below 4"):
-        FusionParams(alpha=1.0, ratio_min=0.25, ratio_max=1.0)
+    with pytest.raises(ValueError, match=r"confident_range must be in \[1, 4\)"):
+        FusionParams(confident_range=4.0)
     with pytest.raises(ValueError, match="alpha"):
         FusionParams(alpha=1.5)
     with pytest.raises(ValueError, match="ratio_max"):
         FusionParams(ratio_min=2.0, ratio_max=1.0)
-    assert FusionParams(alpha=0.5, ratio_min=0.25, ratio_max=3.9).dynamic_range < 4
+    params = FusionParams(alpha=1.0, ratio_min=0.01, ratio_max=100.0, confident_range=2.0)
+    assert params.dynamic_range == pytest.approx(1e4)
+    assert (params.ratio_max / params.ratio_min) ** params.confident_alpha == pytest.approx(2.0)
+
+
+def test_a_confident_image_gets_the_guarded_exponent():
+    # ratio [0 -> 0.01, 2.0]; confident (0.85): a = log 2 / log 1e4; unsure (0.6): a = 1.
+    params = FusionParams(alpha=1.0, ratio_min=0.01, ratio_max=100.0, confident_range=2.0)
+    a = math.log(2.0) / math.log(1e4)
+    confident = fuse(np.array([0.85, 0.15, 0.0]), np.array([0.0, 1.0]), np.array([0.5, 0.5]), LINK, params)
+    weighted = np.array([0.85 * 0.01**a, 0.15 * 2.0**a])
+    np.testing.assert_allclose(confident.probs[0, :2], weighted / weighted.sum())
+    unsure = fuse(np.array([0.6, 0.4, 0.0]), np.array([0.0, 1.0]), np.array([0.5, 0.5]), LINK, params)
+    weighted = np.array([0.6 * 0.01, 0.4 * 2.0])
+    np.testing.assert_allclose(unsure.probs[0, :2], weighted / weighted.sum())
+    assert unsure.probs[0].argmax() == 1 and confident.probs[0].argmax() == 0
 
 
 def test_frequency_must_match_and_be_positive():
@@ -85,13 +100,12 @@ def _cases(draw):
     link = {i: draw(st.integers(0, c - 1)) for i in linked}
     prior = np.array(draw(st.lists(st.floats(0.0, 1.0), min_size=c, max_size=c))) + 1e-12
     frequency = np.array(draw(st.lists(st.floats(1e-4, 1.0), min_size=c, max_size=c)))
-    alpha = draw(st.floats(0.0, 1.0))
-    ratio_min = draw(st.floats(1e-3, 10.0))
-    # Any ratio_max the constructor accepts: dynamic range rho in [1, 4).
-    rho = draw(st.floats(1.0, 3.999))
-    log_span = math.log(rho) / alpha if alpha > 0 else math.log(1e6)
+    ratio_min = draw(st.floats(1e-6, 10.0))
     params = FusionParams(
-        alpha=alpha, ratio_min=ratio_min, ratio_max=ratio_min * math.exp(min(log_span, 14.0))
+        alpha=draw(st.floats(0.0, 1.0)),
+        ratio_min=ratio_min,
+        ratio_max=ratio_min * draw(st.floats(1.0, 1e8)),
+        confident_range=draw(st.floats(1.0, 3.999)),
     )
     return probs, top, prior / prior.sum(), frequency / frequency.sum(), LinkArrays.from_mapping(link), params
 
