@@ -86,9 +86,9 @@ class FusionParams:
     labelled photos are available offline, so the image model's own softmax is used (T = 1).
     """
 
-    alpha: float = 1.0
-    ratio_min: float = 0.5
-    ratio_max: float = 1.9
+    alpha: float = 1.0  # fitted on validation (grid 0.25 .. 1)
+    ratio_min: float = 1e-3  # fitted (grid 1e-3 .. 1)
+    ratio_max: float = 1e3  # fitted (grid 2 .. 1e4)
     confident_range: float = 2.0
     image_temperature: float = 1.0
 

@@ -176,7 +176,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     if args.name == "geoaware":
         from train.geoaware import GeoAwareOptions, run_geoaware
 
-        print(run_geoaware(GeoAwareOptions(model_dir=Path(args.model_dir), out=Path(args.out or "runs/geoaware"))))
+        options = GeoAwareOptions(model_dir=Path(args.model_dir), out=Path(args.out or "runs/geoaware"))
+        print(run_geoaware(options))
         return 0
     from train.experiment import FewShotOptions, run_fewshot
 

@@ -304,18 +304,14 @@ def kde_source(splits: SpeciesSplits) -> tuple[PriorSource, float]:
     return source, chosen.value
 
 
-def _dropped_records(
-    cleaned: Cleaned, class_names: list[str]
-) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Records the cleaning dropped whose species the prior knows: lonlat, prior labels, and
-    how many each rule dropped (a record can count for several)."""
+def _dropped_records(cleaned: Cleaned, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Records the cleaning dropped (any rule) whose species the prior knows: lonlat, labels."""
     position = {name: i for i, name in enumerate(class_names)}
     dropped = np.flatnonzero(~cleaned.report.keep)
     known = np.array([cleaned.names[i] in position for i in dropped], dtype=bool)
     rows = dropped[known]
     labels = np.array([position[cleaned.names[i]] for i in rows], dtype=np.int64)
-    by_rule = {r.rule: int(r.drop[rows].sum()) for r in cleaned.report.rules}
-    return cleaned.records.lonlat[rows], labels, by_rule
+    return cleaned.records.lonlat[rows], labels
 
 
 def build_datasets(
@@ -335,7 +331,7 @@ def build_datasets(
     out = Datasets()
     out.val = both(lonlat[splits.val], labels[splits.val])
     out.sets["(a) wild: held-out test observations"] = both(lonlat[splits.test], labels[splits.test])
-    d_ll, d_lab, _ = _dropped_records(cleaned, names)
+    d_ll, d_lab = _dropped_records(cleaned, names)
     out.sets["(b) captive / out of range: records cleaning drops"] = both(d_ll, d_lab)
     return out
 
@@ -479,7 +475,8 @@ def render_geoaware(report: dict, results: dict[str, dict[str, dict[str, Outcome
             f"{f['params']['ratio_max']:.3g}], expected top-1 gain {f['val_gain_pp']:.2f} pp"
             for name, f in report["fits"].items()
         )
-        + f". Out-of-range ratio (2 % quantile at validation observations): {report['out_of_range_ratio']:.3g}; "
+        + ". Out-of-range ratio (2 % quantile at validation observations): "
+        + f"{report['out_of_range_ratio']:.3g}; "
         f"{report['captive_places']} known captive places.",
         "",
         "Cells: fix % / break % at image confidence p. Fix: the image's top class is the sister, "
@@ -503,9 +500,8 @@ def render_geoaware(report: dict, results: dict[str, dict[str, dict[str, Outcome
             high = [c for c in CONFIDENCES if c >= CONFIDENT]
             for rule, outcome in rules.items():
                 cells = " | ".join(_cell(outcome, c) for c in CONFIDENCES)
-                lines.append(
-                    f"| {rule} | {cells} | {outcome.rate('fix', low):.1f} | {outcome.rate('break', high):.1f} |"
-                )
+                fix, brk = outcome.rate("fix", low), outcome.rate("break", high)
+                lines.append(f"| {rule} | {cells} | {fix:.1f} | {brk:.1f} |")
     lines += ["", "### Real photos (classified by the shipped model; location passed as (lon, lat))", ""]
     photos = report["photos"]
     keys = [k for k in photos[0] if k != "correct kept (wild, auto)"]
