@@ -149,6 +149,10 @@ def save_pretrained(
             save_checkpoint(directory / CSP_DIR, model.csp_model, model.csp_meta)
         if model.link_file is not None and model.link_file.resolve() != (directory / LINK_FILE).resolve():
             shutil.copyfile(model.link_file, directory / LINK_FILE)
+        if len(model.captive_sites):
+            from csp.captive import CAPTIVE_FILE, write_captive_places
+
+            write_captive_places(model.captive_sites.places, directory / CAPTIVE_FILE)
         return directory
     if isinstance(model, LocationImageEncoder):
         save_checkpoint(directory / CSP_DIR, model, describe_model(model, image_encoder=image_encoder))

@@ -136,3 +136,12 @@ def test_vectorised_cover_and_range_checks():
     assert not CaptiveSites([]).covers(np.zeros((2, 2))).any()
     far = far_out_of_range(np.array([0.9, 0.9, 0.5]), np.array([0.01, 5.0, 0.01]), CONFIDENT, 0.05)
     np.testing.assert_array_equal(far, [True, False, False])
+
+
+def test_save_pretrained_keeps_the_captive_places(app_model_dir, tmp_path):
+    import csp
+
+    model = csp.from_pretrained(app_model_dir, load_image_encoder=False)
+    model.captive_sites = CaptiveSites([PLACE])
+    again = csp.from_pretrained(model.save_pretrained(tmp_path / "copy"), load_image_encoder=False)
+    assert again.captive_sites.places == [PLACE]
