@@ -9,7 +9,6 @@ import torch
 from csp.checkpoint import load_checkpoint
 from csp.models import LocationEncoder, LocationImageEncoder
 from tests.synthetic import SPECIES_CENTRES, pairs, write_species_csv
-from train.cli import main
 from train.config import FinetuneConfig, PretrainConfig, load_config
 from train.data import label_fraction_subset, split_by_class
 from train.evaluate import evaluate_checkpoint
@@ -142,35 +141,6 @@ def test_split_is_stratified_and_label_fraction_is_deterministic():
     assert not (few == label_fraction_subset(train, labels, 0.05, seed=2)).all()
     half = label_fraction_subset(train, labels, 0.5, seed=0)
     assert set(torch.bincount(torch.from_numpy(labels[half])).tolist()) == {4}
-
-
-def test_config_rejects_unknown_keys_and_cli_reports_errors(capsys):
-    with pytest.raises(ValueError, match="unknown key"):
-        load_config(PretrainConfig, "csp-mc-bld", ["loss.temprature=0.5"])
-    with pytest.raises(ValueError, match="unknown preset"):
-        load_config(PretrainConfig, "no-such-preset")
-    config = load_config(PretrainConfig, "csp-mc-bl", ["loss.temperature=0.5"])
-    assert config.loss.simcse_weight == 0.0 and config.loss.temperature == 0.5
-    assert main(["pretrain", "--preset", "csp-mc-bld"]) == 2
-    assert "--features" in capsys.readouterr().err
-
-
-def test_overrides_are_converted_to_the_field_types():
-    config = load_config(
-        PretrainConfig,
-        "csp-mc-bld",
-        ["optim.lr=3e-4", "runtime.out_dir=on", "optim.epochs=1e2", "loss.symmetric=true"],
-        encoding="spherical_harmonics",
-    )
-    assert config.optim.lr == 3e-4 and config.runtime.out_dir == "on" and config.optim.epochs == 100
-    assert config.loss.symmetric is True
-    assert config.model.encoding_kwargs == {"max_degree": 10}
-    finetune = load_config(FinetuneConfig, "finetune", ["init_from=null", "pos_weight=2"])
-    assert finetune.init_from is None and finetune.pos_weight == 2.0
-    with pytest.raises(ValueError, match="not a valid int"):
-        load_config(PretrainConfig, "csp-mc-bld", ["optim.epochs=1.5"])
-    with pytest.raises(ValueError, match="no encoding preset"):
-        load_config(PretrainConfig, "csp-mc-bld", encoding="hexagons")
 
 
 def test_resuming_an_early_stopped_run_trains_no_further(tmp_path):
