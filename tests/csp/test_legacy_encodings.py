@@ -1,4 +1,5 @@
-"""The reference code's legacy encodings, the MLP options they need, and contsoftmaxsym's sum."""
+"""The reference code's legacy encodings and contsoftmaxsym's sum (the MLP options they need:
+tests/csp/test_models.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import torch
 
 from csp.encodings import create_encoding, list_encodings
 from csp.losses import CSPLossConfig, info_nce
-from csp.models import LocationEncoder, LocationEncoderConfig
 
 LEGACY = ("geo_net", "hexagridcell", "theorydiag")
 
@@ -61,36 +61,6 @@ def test_theorydiag_is_block_diagonal_over_scales() -> None:
     torch.testing.assert_close(encoding(x)[0], expected)
     with pytest.raises(ValueError, match="multiple of frequency_num"):
         create_encoding("theorydiag", frequency_num=3, out_dim=4)
-
-
-def test_mlp_options_leave_the_default_layout_alone() -> None:
-    plain = LocationEncoder(LocationEncoderConfig())
-    assert list(plain.state_dict()) == ["net.0.weight", "net.0.bias", "net.3.weight", "net.3.bias"]
-    config = LocationEncoderConfig(
-        hidden_dim=8, embed_dim=4, num_hidden_layers=2, layer_norm=True, skip_connection=True
-    )
-    model = LocationEncoder(config).eval()
-    names = [type(m).__name__ for m in model.net]
-    assert names[:4] == ["Linear", "LeakyReLU", "Dropout", "LayerNorm"]  # 128 -> 8: no skip
-    assert names[4:6] == ["SkipConnection", "LayerNorm"]  # 8 -> 8: skip, then LayerNorm
-    with pytest.raises(ValueError, match="plain MLP"):
-        LocationEncoderConfig(residual=True, layer_norm=True)
-
-
-def test_residual_block_adds_the_activated_branch() -> None:
-    config = LocationEncoderConfig(
-        encoding="wrap",
-        residual=True,
-        num_hidden_layers=1,
-        hidden_dim=3,
-        embed_dim=3,
-        dropout=0.0,
-        activation="relu",
-    )
-    block = LocationEncoder(config).net[-1]
-    x = torch.tensor([[1.0, -2.0, 0.5]])
-    expected = x + torch.relu(block.body(x))
-    torch.testing.assert_close(block(x), expected)
 
 
 def test_symmetric_info_nce_sums_or_averages() -> None:
