@@ -14,27 +14,29 @@ from app.model import ModelSlot
 from app.presets import TrainRequest, check_observations_csv
 from app.train_handlers import TrainingHandlers, request_record, view_of
 from app.training import RunStatus, TrainingManager
+from csp.checkpoint import point_link, save_checkpoint
 from csp.run_dir import RunDir, read_metrics
 from train.cli import build_parser, finetune_config
 from train.config import DataConfig, FinetuneConfig, load_config
 
-# Writes metrics.jsonl like the trainer: one line per epoch, then checkpoints/best.
+# A stand-in for the trainer: its run directory as csp.run_dir lays it out, one metrics line
+# per epoch, then the best checkpoint; exits with the given code (no status: as a crash would).
 SCRIPT = textwrap.dedent(
     """
-    import json, sys, time
-    from pathlib import Path
-    run, epochs, pause, code = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    import sys, time
+    sys.path.insert(0, @REPO@)
+    from csp.run_dir import RunDir
+    run, epochs, pause, code = RunDir(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
     for epoch in range(1, epochs + 1):
         time.sleep(pause)
-        with open(run / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"epoch": epoch, "step": epoch * 10, "loss": 1.0 / epoch}) + "\\n")
+        run.append_metrics({"epoch": epoch, "step": epoch * 10, "loss": 1.0 / epoch})
         print(f"epoch {epoch} done", flush=True)
     if code:
         print("boom: out of patience", file=sys.stderr, flush=True)
         sys.exit(code)
-    (run / "checkpoints" / "best").mkdir(parents=True)
+    run.best.mkdir(parents=True)
     """
-)
+).replace("@REPO@", repr(str(Path(__file__).resolve().parents[2])))
 
 
 @pytest.fixture
@@ -57,7 +59,7 @@ def _wait(manager: TrainingManager, timeout: float = 20.0) -> RunStatus:
 
 
 def test_read_metrics_skips_a_partial_last_line_and_names_bad_lines(tmp_path):
-    path = tmp_path / "metrics.jsonl"
+    path = RunDir(tmp_path).metrics
     assert read_metrics(path) == []
     path.write_text('{"epoch": 1, "loss": 2.0}\n\n{"epoch": 2, "lo')
     assert read_metrics(path) == [{"epoch": 1, "loss": 2.0}]
@@ -79,7 +81,7 @@ def test_run_to_completion(tmp_path, script):
     assert status.state == "completed" and status.returncode == 0
     assert [r["epoch"] for r in status.history] == [1, 2, 3]
     assert status.epoch == 3 and status.progress == 1.0
-    assert status.best_checkpoint == run / "checkpoints" / "best"
+    assert status.best_checkpoint == RunDir(run).best
     assert "epoch 3 done" in status.log_tail
     view = view_of(status)
     assert view.can_load and list(view.curve["loss"]) == pytest.approx([1.0, 0.5, 1 / 3])
@@ -99,7 +101,7 @@ def test_one_run_at_a_time_and_cancel(tmp_path, script):
     assert view_of(status).message.startswith("Cancelled.")
     # The slot is free again, and a run directory is never reused.
     with pytest.raises(FileExistsError):
-        (run / "metrics.jsonl").touch()
+        RunDir(run).metrics.touch()
         manager.start(_command(script, run, 1, 0.0), run, epochs=1)
     manager.start(_command(script, tmp_path / "next", 1, 0.0), tmp_path / "next", epochs=1)
     assert _wait(manager).state == "completed"
@@ -122,7 +124,7 @@ def test_unreadable_metrics_are_reported_not_raised(tmp_path):
     run.mkdir()
     manager = TrainingManager(tmp_path)
     manager.start([sys.executable, "-c", "print('hi')"], run, epochs=1)
-    (run / "metrics.jsonl").write_text("garbage\n")
+    RunDir(run).metrics.write_text("garbage\n")
     status = _wait(manager)
     assert status.history == [] and "line 1 is not JSON" in status.problem
     assert "Progress unreadable" in view_of(status).message
@@ -333,3 +335,18 @@ def test_the_request_is_kept_with_the_run_and_shown_after_a_reload(
     assert view.request == request
     assert view.message.startswith("Sup. only: train from scratch, 3 epoch(s), label fraction 0.2.")
     assert "Finished." in view.message
+
+
+def test_a_cancelled_runs_best_checkpoint_can_be_loaded(tmp_path, app_predictor, app_model_dir):
+    run = RunDir(tmp_path / "runs" / "r")
+    save_checkpoint(run.epoch_dir(2), app_predictor.prior_model, app_predictor.prior_meta)
+    point_link(run.best, run.epoch_dir(2))
+    run.append_metrics({"epoch": 1, "loss": 1.0})
+    run.append_metrics({"epoch": 2, "loss": 0.5})
+    run.write_status("cancelled", 2, 10, error="stopped by SIGTERM")
+    slot = ModelSlot(app_predictor, app_model_dir)
+    handlers = TrainingHandlers(TrainingManager(tmp_path), slot, tmp_path / "runs", sys.executable)
+    view = handlers.status()
+    assert view.state == "cancelled" and view.can_load
+    assert "best checkpoint so far (after epoch 2 or earlier) can be loaded" in view.message
+    assert "Now serving" in handlers.load_trained() and slot.predictor is not app_predictor
