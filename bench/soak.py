@@ -121,7 +121,8 @@ def main() -> int:
             url, pid = args.url, args.pid
             if url is None:
                 port = free_port()
-                process, startup = start_app(args.checkpoint, port, args.threads, Path(scratch) / "app.log")
+                log = Path(scratch) / "app.log"
+                process, startup = start_app(args.checkpoint, port, args.threads, log, ready_timeout_s=900)
                 url, pid = f"http://127.0.0.1:{port}/", process.pid
                 report["startup_s"] = round(startup, 2)
             report |= soak(url, pid, args.users, 60 * args.minutes, args.sample_s)
