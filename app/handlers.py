@@ -26,7 +26,7 @@ from app.ranges import range_geojson, selected_area_km2
 from app.raster import colorize, composite, png_data_uri
 from csp.geo import haversine_km, lonlat_grid, parse_lonlat_pair, validate_lonlat, wrap_lon
 from csp.names import is_scientific_name
-from csp.predictor import ClassScore, Predictor
+from csp.predictor import ClassScore, GeoClassification, Move, Predictor
 
 RANGE_STEP_DEG = 1.0
 WHERE_STEP_DEG = 2.0
@@ -34,15 +34,49 @@ WHERE_HIDE_BELOW = 0.1  # on the square-root scale: cells below 1% of the peak d
 MAX_PLACES = 10  # places listed by "where could this be" (the UI slider goes to 10)
 PLACE_RADIUS_KM = 500.0
 EXPORT_WIDTH = 1440
-PRIOR_COLUMNS = ["rank", "class", "prior", "expert range"]
+PRIOR_LABEL = "p(species | observation here) %"
+"""The location prior as the app shows it: normalised over the classes, in percent."""
+RANGE_SCORE = "range score"
+"""A per-species presence score in [0, 1] (range maps): not normalised, not a probability."""
+LABEL_NOTE = (
+    "The table lists p(species | observation here): for an observation made at this place, the "
+    "probability that it is of each class (normalised over all classes of the prior, so a few "
+    "percent is a strong signal among thousands). Range maps show the **range score**: each "
+    "species' own presence score in [0, 1] (not normalised over species, not a probability)."
+)
+PRIOR_COLUMNS = ["rank", "class", PRIOR_LABEL, "expert range"]
 SCORE_COLUMNS = ["rank", "class", "score"]
-GEO_COLUMNS = ["rank", "class", "score", "change"]
-MOVED_COLUMNS = ["class", "rank image-only", "rank geo-aware", "prior at location"]
+GEO_COLUMNS = ["rank", "class", "score", "change", "species link"]
+MOVED_COLUMNS = [
+    "class",
+    "rank image-only",
+    "rank geo-aware",
+    PRIOR_LABEL,
+    "prior here ÷ species average",
+    "factor applied",
+]
+MOVED_NOTE = (
+    "How the location moved each class: **p(species | observation here)** is the location prior "
+    "at the photo; **prior here ÷ species average** is how much more (> 1) or less (< 1) common "
+    "the species is here than on average, the likelihood ratio that geo-aware classification "
+    "uses (tempered and clipped, so the prior alone never drives a class to zero, nor replaces an "
+    "image class of probability ≥ 0.8); **factor applied** is geo-aware ÷ image-only probability."
+)
+LINKED, NOT_LINKED = "linked", "not linked: image score kept"
+UNLINKED_NOTE = (
+    "Classes marked *not linked* have no species in the location prior; their image scores are kept."
+)
+NO_LOCATION = (
+    "No location: showing the image-only scores (geo-aware = image-only). "
+    "Click the map or type 'lat, lon' to re-rank by location."
+)
 PLACE_COLUMNS = ["rank", "lat", "lon", "country", f"p within {PLACE_RADIUS_KM:.0f} km"]
 EXPERT_NOTE = (
     "rests partly on expert-range pseudo-presences (points sampled inside the native "
     "countries where too few wild observations remained), not only on observations"
 )
+EXPERT_TAG = "  [expert range]"
+SEARCH_LIMIT = 50
 OPEN_WATER = "open water"
 
 
@@ -125,6 +159,15 @@ class PriorView:
 
 
 @dataclass(frozen=True)
+class SpeciesSearch:
+    """A species search: the sentence to show ('' for an empty query) and the picker's
+    ``(label, class name)`` choices, best first."""
+
+    message: str
+    choices: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class RangeView:
     """A class's predicted range: the heat layer and a Markdown summary."""
 
@@ -179,6 +222,52 @@ class WhereView:
 
 def _score_rows(scores: list[ClassScore]) -> list[list]:
     return [[rank, readable_class_name(s.name), round(s.score, 4)] for rank, s in enumerate(scores, 1)]
+
+
+def percent(p: float) -> float:
+    """A probability in [0, 1] as a percentage, to 0.01 %, for the tables."""
+    return round(100.0 * float(p), 2)
+
+
+def _classification_tables(result: GeoClassification, linked: set[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``SCORE_COLUMNS`` and ``GEO_COLUMNS`` tables of a classification; ``linked``: the image
+    classes linked to a species of the prior (the others keep their image score)."""
+    image_only = pd.DataFrame(_score_rows(result.image_only), columns=SCORE_COLUMNS)
+    re_ranked = result.mode == "wild"
+    before = {s.index: rank for rank, s in enumerate(result.image_only, 1)}
+    geo_rows = []
+    for row, score in zip(_score_rows(result.geo_aware), result.geo_aware, strict=True):
+        previous = before.get(score.index)
+        change = ("new" if previous is None else _arrow(previous - row[0])) if re_ranked else ""
+        link = LINKED if score.index in linked else NOT_LINKED
+        geo_rows.append([*row, change, link if re_ranked else ""])
+    return image_only, pd.DataFrame(geo_rows, columns=GEO_COLUMNS)
+
+
+def _moved_row(move: Move) -> list:
+    """One ``MOVED_COLUMNS`` row: the ranks, the prior there, and the factor applied."""
+    return [
+        readable_class_name(move.name),
+        move.rank_before,
+        move.rank_after,
+        percent(move.prior),
+        round(move.ratio, 3),
+        f"×{move.factor:.3g}",
+    ]
+
+
+def _classification_note(result: GeoClassification, where: str, has_link: bool) -> str:
+    """The sentence that leads a classification's message: what the location did."""
+    if not has_link:
+        return (
+            f"At {where}: no image class is linked to a species of the loaded prior, so the "
+            "scores are the image classifier's."
+        )
+    flag = f" ⚠️ {result.flag}" if result.flag else ""
+    if result.mode == "captive":
+        return f"Not re-ranked at {where}:" + (flag or f" {result.captive.message}")
+    moved = f"{len(result.moved)} class(es) changed rank" if result.moved else "no class changed rank"
+    return f"Re-ranked by the location prior at {where}: {moved}.{flag} {UNLINKED_NOTE}"
 
 
 def top_places(
@@ -243,16 +332,24 @@ class Handlers:
     # --- map: location prior ------------------------------------------------------------
 
     def prior_at(self, lon: float, lat: float, k: int = 10) -> PriorView:
-        """Top-k classes of the location prior at (lon, lat) degrees, with the country."""
+        """Top-k classes of the location prior at (lon, lat) degrees, with the country: the
+        table shows p(species | an observation here) in percent (normalised over the classes)."""
         validate_lonlat(np.array([lon, lat], dtype=np.float64), source="location")
         predictor = self.slot.predictor
         k = int(min(max(k, 1), len(predictor.class_names)))
-        top = predictor.top_classes(lon, lat, k)
+        probabilities = predictor.normalised_prior(np.array([[lon, lat]]))[0]
+        top = np.argsort(-probabilities, kind="stable")[:k]
         expert = predictor.expert_range_species
+        names = predictor.class_names
         table = pd.DataFrame(
             [
-                [rank, readable_class_name(s.name), round(s.score, 4), "yes" if s.name in expert else ""]
-                for rank, s in enumerate(top, 1)
+                [
+                    rank,
+                    readable_class_name(names[i]),
+                    percent(probabilities[i]),
+                    "yes" if names[i] in expert else "",
+                ]
+                for rank, i in enumerate(top, 1)
             ],
             columns=PRIOR_COLUMNS,
         )
@@ -267,15 +364,29 @@ class Handlers:
         return self.prior_at(*lonlat, k=k)
 
     def search_classes(self, query: str, limit: int = 20) -> list[str]:
-        """Class names containing ``query`` (case-insensitive), prefix matches first (1 to 100)."""
+        """Class names matching ``query`` by scientific or common name, best first (1 to 100)."""
         return self.slot.predictor.search_classes(query or "", limit=min(max(int(limit), 1), 100))
+
+    def find_species(self, query: str, limit: int = SEARCH_LIMIT) -> SpeciesSearch:
+        """The class picker's choices for a search by scientific or common name, and the
+        library's sentence about it ("No species matches ..." when nothing does); an empty
+        query gives every class and no message."""
+        if not (query or "").strip():
+            return SpeciesSearch("", self.class_choices())
+        predictor = self.slot.predictor
+        found = predictor.find_species(query, limit=limit)
+        expert = predictor.expert_range_species
+        choices = [
+            (m.label + (EXPERT_TAG if m.class_name in expert else ""), m.class_name) for m in found.matches
+        ]
+        return SpeciesSearch(found.message if found.matches else f"⚠️ {found.message}", choices)
 
     def class_choices(self) -> list[tuple[str, str]]:
         """(label, name) pairs for the class picker; expert-range priors are marked."""
         predictor = self.slot.predictor
         expert = predictor.expert_range_species
         return [
-            (f"{readable_class_name(n)}{'  [expert range]' if n in expert else ''}", n)
+            (f"{readable_class_name(n)}{EXPERT_TAG if n in expert else ''}", n)
             for n in sorted(predictor.class_names)
         ]
 
@@ -307,12 +418,12 @@ class Handlers:
         name = readable_class_name(class_name)
         heat = HeatLayer(
             png_data_uri(colorize(grid, threshold)),
-            Legend(f"prior of {name}", "0", "1"),
+            Legend(f"{RANGE_SCORE} of {name}", "0", "1"),
             float(np.clip(opacity, 0.0, 1.0)),
         )
         area = selected_area_km2(grid, threshold)
         summary = (
-            f"**{name}**: prior ≥ {threshold:.2f} over {area / 1e6:.2f} million km² "
+            f"**{name}**: {RANGE_SCORE} ≥ {threshold:.2f} over {area / 1e6:.2f} million km² "
             f"(maximum {grid.max():.3f} on a {RANGE_STEP_DEG:g}° grid)."
         )
         if class_name in predictor.expert_range_species:
@@ -331,7 +442,7 @@ class Handlers:
 
     def export_range(self, class_name: str, threshold: float = 0.1) -> tuple[Path, Path]:
         """Write the range as a PNG (over the basemap) and as GeoJSON polygons of the cells
-        with prior ≥ ``threshold``; returns their paths (in a new folder of ``work_dir``)."""
+        with range score ≥ ``threshold``; returns their paths (in a new folder of ``work_dir``)."""
         threshold = self._check_threshold(threshold)
         predictor = self.slot.predictor
         grid = self._range_grid(predictor, class_name)
@@ -344,7 +455,7 @@ class Handlers:
         properties = {
             "class": class_name,
             "expert_range": class_name in predictor.expert_range_species,
-            "source": "CSP location prior (predicted, thresholded)",
+            "source": f"CSP location prior: {RANGE_SCORE} >= {threshold:g} (predicted, thresholded)",
         }
         geojson_path.write_text(range_geojson(grid, threshold, properties), encoding="utf-8")
         return png_path, geojson_path
@@ -369,24 +480,32 @@ class Handlers:
         message = f"The photo's EXIF GPS position: {format_location(lon, lat)} (lat, lon)."
         return PhotoLocation((lon, lat), message, photo.image)
 
-    def classify(self, path: str | None, location_text: str | None, k: int = 5) -> ClassificationView:
+    def classify(
+        self, path: str | None, location_text: str | None, k: int = 5, mode: str = "auto"
+    ) -> ClassificationView:
         """:meth:`classify_at` a typed "lat, lon" (the API's form); a location that cannot
         be read gives the image-only result and the message says why."""
         try:
             lonlat = parse_location(location_text)
         except ValueError as err:
-            return self.classify_at(path, None, k, note=f"Location not usable ({err}).")
-        return self.classify_at(path, lonlat, k)
+            return self.classify_at(path, None, k, note=f"Location not usable ({err}).", mode=mode)
+        return self.classify_at(path, lonlat, k, mode=mode)
 
     def classify_at(
-        self, path: str | None, lonlat: tuple[float, float] | None, k: int = 5, note: str = ""
+        self,
+        path: str | None,
+        lonlat: tuple[float, float] | None,
+        k: int = 5,
+        note: str = "",
+        mode: str = "auto",
     ) -> ClassificationView:
         """Image-only and geo-aware top-k for a photo at (lon, lat) degrees (EXIF, clicked or
-        typed); None: image-only, and the message says so. ``note`` ends the message.
+        typed); None: image-only, and the message says so. ``mode``: wild / captive / auto
+        (:mod:`csp.captive`); a captive flag leads the message. ``note`` ends the message.
 
         Raises:
             PhotoError: if the file is not a usable photo.
-            ValueError: if the loaded model has no image classifier, or ``lonlat`` is invalid.
+            ValueError: no image classifier in the loaded model, an invalid ``lonlat`` or mode.
         """
         photo = load_photo(path)
         predictor = self.slot.predictor
@@ -401,42 +520,16 @@ class Handlers:
             notes.append(f"Photo downscaled from {w}×{h} px.")
         if note:
             notes.append(note)
-        result = predictor.classify(photo.image, lonlat, k=k)
-        image_only = pd.DataFrame(_score_rows(result.image_only), columns=SCORE_COLUMNS)
-        before = {s.index: rank for rank, s in enumerate(result.image_only, 1)}
-        geo_rows = []
-        for row, score in zip(_score_rows(result.geo_aware), result.geo_aware, strict=True):
-            previous = before.get(score.index)
-            change = "new" if previous is None else _arrow(previous - row[0])
-            geo_rows.append([*row, change])
-        moved = pd.DataFrame(
-            [[readable_class_name(m.name), m.rank_before, m.rank_after, round(m.prior, 4)] for m in result.moved],
-            columns=MOVED_COLUMNS,
-        )
+        result = predictor.classify(photo.image, lonlat, k=k, mode=mode)
         marker = None
-        if lonlat is None:
-            notes.insert(
-                0,
-                "No location: showing the image-only scores (geo-aware = image-only). "
-                "Click the map or type 'lat, lon' to re-rank by location.",
-            )
-            geo_rows = [[*row, ""] for row in _score_rows(result.image_only)]
+        if lonlat is not None:
+            where = place_text(*lonlat, self.countries.name_at(*lonlat))
+            marker = Marker(*lonlat, where)
+            notes.insert(0, _classification_note(result, where, bool(predictor.species_link)))
         else:
-            lon, lat = lonlat
-            where = place_text(lon, lat, self.countries.name_at(lon, lat))
-            marker = Marker(lon, lat, where)
-            if not predictor.species_link:
-                notes.insert(
-                    0,
-                    f"At {where}: no image class is linked to a species of the loaded prior, so "
-                    "the scores are the image classifier's.",
-                )
-            else:
-                moved_text = (
-                    f"{len(result.moved)} class(es) changed rank" if result.moved else "no class changed rank"
-                )
-                notes.insert(0, f"Re-ranked by the location prior at {where}: {moved_text}.")
-        geo_aware = pd.DataFrame(geo_rows, columns=GEO_COLUMNS)
+            notes.insert(0, NO_LOCATION)
+        image_only, geo_aware = _classification_tables(result, set(predictor.species_link))
+        moved = pd.DataFrame([_moved_row(m) for m in result.moved], columns=MOVED_COLUMNS)
         return ClassificationView(image_only, geo_aware, moved, " ".join(notes), marker)
 
     # --- image -> where could this be ---------------------------------------------------------

@@ -66,9 +66,7 @@ def load_photo(path: str | Path, max_side: int = MAX_SIDE) -> Photo:
             with Image.open(path) as image:
                 kind = ACCEPTED_FORMATS.get(image.format or "")
                 if kind is None:
-                    raise PhotoError(
-                        f"{path.name} is a {image.format} image; upload a {KINDS} photo"
-                    )
+                    raise PhotoError(f"{path.name} is a {image.format} image; upload a {KINDS} photo")
                 gps = read_gps(image)
                 original_size = image.size
                 if kind == "JPEG":
@@ -93,9 +91,7 @@ def load_photo(path: str | Path, max_side: int = MAX_SIDE) -> Photo:
     return Photo(image=rgb, gps=gps, original_size=original_size, format=kind)
 
 
-def save_with_gps(
-    image: Image.Image, path: str | Path, lon: float, lat: float, format: str = "JPEG"
-) -> Path:
+def save_with_gps(image: Image.Image, path: str | Path, lon: float, lat: float, format: str = "JPEG") -> Path:
     """Save ``image`` as a JPEG (or ``format="HEIF"``, a phone's .heic) whose EXIF GPS block
     holds (lon, lat) degrees (for examples, the benchmark and tests: a photo as a phone would
     write it)."""

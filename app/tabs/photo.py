@@ -13,6 +13,7 @@ import gradio as gr
 from app.handlers import (
     GEO_COLUMNS,
     MOVED_COLUMNS,
+    MOVED_NOTE,
     SCORE_COLUMNS,
     ClassificationView,
     Handlers,
@@ -22,6 +23,7 @@ from app.handlers import (
 from app.maps import Marker
 from app.tabs.common import ONE_MODEL_JOB, PHOTO_TYPES, empty, refuse
 from app.tabs.mapview import MapView
+from csp.captive import MODES
 
 
 def _empty_tables() -> tuple:
@@ -44,6 +46,13 @@ def build(handlers: Handlers, map_page: str) -> None:
                 elem_id="photo-location",
             )
             gps_message = gr.Markdown(label="GPS message", elem_id="photo-gps")
+            mode = gr.Radio(
+                list(MODES),
+                value="auto",
+                label="Where the animal lives: wild (apply the location prior), captive (zoo, "
+                "park: keep the image ranking) or auto (captive when flagged)",
+                elem_id="photo-mode",
+            )
         with gr.Column(scale=3):
             map_photo = MapView(map_page, frame_height=360, elem_id="photo-map")
     classify_message = gr.Markdown(label="Classification message", elem_id="classify-message")
@@ -57,6 +66,7 @@ def build(handlers: Handlers, map_page: str) -> None:
     moved = gr.Dataframe(
         empty(MOVED_COLUMNS), label="Classes the location moved", interactive=False, elem_id="moved"
     )
+    gr.Markdown(MOVED_NOTE)
 
     def shown(view: ClassificationView) -> tuple:
         return view.message, view.image_only, view.geo_aware, view.moved, MapView.show(view.marker)
@@ -69,27 +79,29 @@ def build(handlers: Handlers, map_page: str) -> None:
             return "", refuse("photo", err), None, MapView.show(None)
         return found.location_text, found.message, found.image, MapView.show(found.marker)
 
-    def classify(path: str | None, location: str) -> tuple:
-        """Image-only vs geo-aware top-5 at a 'lat, lon' location (empty: image-only)."""
+    def classify(path: str | None, location: str, mode: str = "auto") -> tuple:
+        """Image-only vs geo-aware top-5 at a 'lat, lon' location (empty: image-only); mode
+        wild / captive / auto (default: captive when the photo is flagged as possibly captive)."""
         try:
-            return shown(handlers.classify(path, location))
+            return shown(handlers.classify(path, location, mode=mode))
         except ValueError as err:
             return refuse("classify", err), *_empty_tables(), MapView.show(None)
 
-    def classify_on_map(path: str | None, marker: Marker | None) -> tuple:
+    def classify_on_map(path: str | None, marker: Marker | None, mode: str) -> tuple:
+        lonlat = None if marker is None else (marker.lon, marker.lat)
         try:
-            return shown(handlers.classify_at(path, None if marker is None else (marker.lon, marker.lat)))
+            return shown(handlers.classify_at(path, lonlat, mode=mode))
         except ValueError as err:
             return refuse("classify", err), *_empty_tables(), MapView.show(marker)
 
-    def classify_at_click(path: str | None, evt: gr.EventData) -> tuple:
+    def classify_at_click(path: str | None, mode: str, evt: gr.EventData) -> tuple:
         try:
             lon, lat = click_to_lonlat(evt.lat, evt.lon)
         except ValueError as err:
             return "", refuse("map click", err), *_empty_tables(), MapView.show(None)
         text = format_location(lon, lat)
         try:
-            return text, *shown(handlers.classify_at(path, (lon, lat)))
+            return text, *shown(handlers.classify_at(path, (lon, lat), mode=mode))
         except ValueError as err:
             return text, refuse("classify", err), *_empty_tables(), MapView.show(Marker(lon, lat))
 
@@ -97,14 +109,20 @@ def build(handlers: Handlers, map_page: str) -> None:
         return "", "", None, "", *_empty_tables(), MapView.show(None)
 
     classify_outputs = [classify_message, image_only, geo_aware, moved, map_photo]
+    on_map = [photo, map_photo, mode]
     photo.upload(
         photo_location, photo, [location_box, gps_message, preview, map_photo], api_name="photo_location"
-    ).then(classify_on_map, [photo, map_photo], classify_outputs, api_visibility="private", **ONE_MODEL_JOB)
+    ).then(classify_on_map, on_map, classify_outputs, api_visibility="private", **ONE_MODEL_JOB)
     location_box.submit(
-        classify, [photo, location_box], classify_outputs, api_name="classify", **ONE_MODEL_JOB
+        classify, [photo, location_box, mode], classify_outputs, api_name="classify", **ONE_MODEL_JOB
     )
+    mode.change(classify_on_map, on_map, classify_outputs, api_visibility="private", **ONE_MODEL_JOB)
     map_photo.select(
-        classify_at_click, photo, [location_box, *classify_outputs], api_visibility="private", **ONE_MODEL_JOB
+        classify_at_click,
+        [photo, mode],
+        [location_box, *classify_outputs],
+        api_visibility="private",
+        **ONE_MODEL_JOB,
     )
     photo.clear(
         cleared,

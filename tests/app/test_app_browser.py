@@ -175,3 +175,21 @@ def _pick_class(page, name: str) -> None:
     picker.fill(name)
     page.wait_for_timeout(300)
     page.get_by_role("option", name=name).first.click()
+
+
+def test_species_search_by_common_name_and_no_match(browser_page):
+    page = browser_page
+    page.get_by_role("tab", name="Map: location prior").click()
+    search = page.locator("#species-search").locator(TEXT).first
+    search.fill("koala")
+    page.wait_for_function(
+        "() => document.querySelector('#range-summary').innerText.includes('Phascolarctos cinereus')",
+        timeout=30_000,
+    )  # the only match is picked and its range drawn
+    assert "1 species match 'koala'" in page.locator("#species-search-message").inner_text()
+    search.fill("xyzzy")
+    page.wait_for_function(
+        "() => document.querySelector('#species-search-message').innerText.includes('No species matches')",
+        timeout=30_000,
+    )
+    assert page.locator("#species-search-message").is_visible()

@@ -20,6 +20,7 @@ from app.handlers import (
     MOVED_COLUMNS,
     PLACE_COLUMNS,
     PRIOR_COLUMNS,
+    PRIOR_LABEL,
     SCORE_COLUMNS,
     Handlers,
     click_to_lonlat,
@@ -110,8 +111,10 @@ def test_prior_at_a_place_lists_its_species_with_country_and_expert_flag(handler
     view = handlers.prior_at(20.0, 0.0, k=3)
     assert list(view.table.columns) == PRIOR_COLUMNS and len(view.table) == 3
     top = view.table.iloc[0]
-    assert top["class"] == "Loxodonta africana" and top["prior"] > 0.5 and top["expert range"] == "yes"
-    assert view.table["prior"].is_monotonic_decreasing
+    assert top["class"] == "Loxodonta africana" and top[PRIOR_LABEL] > 50 and top["expert range"] == "yes"
+    assert view.table[PRIOR_LABEL].is_monotonic_decreasing and view.table[PRIOR_LABEL].sum() <= 100.01
+    everywhere = handlers.prior_at(20.0, 0.0, k=len(APP_SPECIES)).table[PRIOR_LABEL]
+    assert everywhere.sum() == pytest.approx(100.0, abs=0.05)  # normalised over the classes
     assert (view.table.iloc[1:]["expert range"] == "").all()
     assert view.country == "Dem. Rep. Congo" and view.location_text == "0.00000, 20.00000"
     assert view.marker.lon == 20.0 and "Dem. Rep. Congo" in view.marker.label
@@ -140,7 +143,8 @@ def test_range_view_shows_the_heat_map_and_area(handlers):
     view = handlers.range_view("Elephas maximus", threshold=0.5, opacity=0.4)
     assert _png_shape(view.heat.image_uri) == (180, 360, 4)
     assert view.heat.opacity == 0.4 and "Elephas maximus" in view.heat.legend.title
-    assert "**Elephas maximus**: prior ≥ 0.50 over" in view.summary and "million km²" in view.summary
+    assert "**Elephas maximus**: range score ≥ 0.50 over" in view.summary and "million km²" in view.summary
+    assert view.heat.legend.title == "range score of Elephas maximus"
     assert EXPERT_NOTE not in view.summary
     assert EXPERT_NOTE in handlers.range_view("Loxodonta africana").summary
 
@@ -229,10 +233,71 @@ def test_geo_aware_reweighting_moves_linked_classes(handlers, app_predictor, mon
     assert moved.loc["African elephant (Loxodonta africana)", "rank geo-aware"] == 1
     indian_ranks = moved.loc["Indian elephant (Elephas maximus)"]
     assert indian_ranks["rank image-only"] == 1 and indian_ranks["rank geo-aware"] >= 2
-    assert indian_ranks["prior at location"] < 0.01
+    assert indian_ranks[PRIOR_LABEL] < 1.0  # percent
     in_india = handlers.classify(str(gps_photo), "20, 80")
     assert in_india.geo_aware.iloc[0]["class"] == "Indian elephant (Elephas maximus)"
     assert in_india.moved.empty and "no class changed rank" in in_india.message
+
+
+def test_moves_are_explained_and_unlinked_classes_said_so(handlers, app_predictor, monkeypatch, gps_photo):
+    encoder = app_predictor.image_encoder
+    index = {n.split(",")[0]: i for i, n in enumerate(encoder.class_names)}
+    probs = torch.full((1, len(encoder.class_names)), 0.1 / (len(encoder.class_names) - 3))
+    probs[0, index["African elephant"]], probs[0, index["Indian elephant"]] = 0.44, 0.46
+    probs[0, index["tusker"]] = 0.05  # an unlinked class in the top 5 (rows are renormalised)
+    monkeypatch.setattr(encoder, "encode", lambda images: (torch.zeros(1, 1280), probs))
+    view = handlers.classify(str(gps_photo), "-1.29, 36.82", mode="wild")
+    links = dict(zip(view.geo_aware["class"], view.geo_aware["species link"], strict=True))
+    assert (
+        links["African elephant (Loxodonta africana)"]
+        == "linked"
+        == links["Indian elephant (Elephas maximus)"]
+    )
+    assert links["tusker"] == "not linked: image score kept" and "*not linked*" in view.message
+    moved = view.moved.set_index("class")
+    indian, african = (
+        moved.loc["Indian elephant (Elephas maximus)"],
+        moved.loc["African elephant (Loxodonta africana)"],
+    )
+    assert indian["prior here ÷ species average"] < 1 < african["prior here ÷ species average"]
+    assert float(indian["factor applied"].lstrip("×")) < 1 < float(african["factor applied"].lstrip("×"))
+
+
+def test_captive_modes_and_the_flag(handlers, app_predictor, monkeypatch, gps_photo):
+    """A confident African elephant photographed in India: far outside its range, so flagged;
+    auto and captive keep the image ranking, wild applies the prior and still says so."""
+    encoder = app_predictor.image_encoder
+    index = {n.split(",")[0]: i for i, n in enumerate(encoder.class_names)}
+    probs = torch.full((1, len(encoder.class_names)), 0.1 / (len(encoder.class_names) - 1))
+    probs[0, index["African elephant"]] = 0.9
+    monkeypatch.setattr(encoder, "encode", lambda images: (torch.zeros(1, 1280), probs))
+    auto = handlers.classify(str(gps_photo), "20, 80")
+    assert auto.message.startswith("Not re-ranked at 20.00000, 80.00000 (India): ⚠️ African elephant is far")
+    assert "captive?" in auto.message and "not applied (captive mode)" in auto.message
+    assert list(auto.geo_aware["class"]) == list(auto.image_only["class"]) and auto.moved.empty
+    assert (auto.geo_aware["change"] == "").all()
+    wild = handlers.classify(str(gps_photo), "20, 80", mode="wild")
+    assert wild.message.startswith("Re-ranked by the location prior at 20.00000, 80.00000 (India)")
+    assert "⚠️ African elephant is far" in wild.message and "applied anyway (wild mode)" in wild.message
+    assert wild.geo_aware.iloc[0]["class"] == "African elephant (Loxodonta africana)"  # p >= 0.8 stays first
+    with pytest.raises(ValueError, match="mode must be one of wild, captive, auto"):
+        handlers.classify(str(gps_photo), "20, 80", mode="tame")
+
+
+def test_species_search_by_common_name_says_when_nothing_matches(handlers):
+    found = handlers.find_species("koala")
+    assert found.choices == [("Phascolarctos cinereus (koala)", "Phascolarctos cinereus")]
+    assert "1 species match 'koala'" in found.message
+    elephants = handlers.find_species("elephant")
+    assert [name for _, name in elephants.choices] == ["Elephas maximus", "Loxodonta africana"] or [
+        name for _, name in elephants.choices
+    ] == ["Loxodonta africana", "Elephas maximus"]
+    assert elephants.choices[[n for _, n in elephants.choices].index("Loxodonta africana")][0].endswith(
+        "[expert range]"
+    )
+    none = handlers.find_species("xyzzy")
+    assert none.choices == [] and none.message.startswith("⚠️ No species matches 'xyzzy'")
+    assert handlers.find_species("  ") == type(found)("", handlers.class_choices())
 
 
 def test_classify_bad_files(handlers, tmp_path):
