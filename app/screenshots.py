@@ -6,7 +6,8 @@
 Drives Debian's Chromium through Playwright (never ``playwright install``). Inputs are real:
 a map click and a species range on the Map tab; on the Photo tab, the cheetah photo shipped
 in Gradio's package with EXIF GPS (Maasai Mara) written into it, then the same photo placed
-in the Himalaya; a Blue Marble chip on the "Where" tab; and (with ``--train``) a short
+in the Himalaya, then Gradio's lion photo with GPS at London Zoo (flagged: captive?); a Blue
+Marble chip on the "Where" tab; and (with ``--train``) a short
 fine-tuning run on the bundled data on the Train tab. Exits non-zero if the page requests
 anything outside the app's host.
 """
@@ -27,7 +28,11 @@ from app.photos import save_with_gps
 from app.static import BASEMAP_DIR
 
 CHROMIUM = "/usr/bin/chromium"
-CHEETAH = Path(importlib.util.find_spec("gradio").origin).parent / "media_assets/images/cheetah1.jpg"
+GRADIO_IMAGES = Path(importlib.util.find_spec("gradio").origin).parent / "media_assets" / "images"
+CHEETAH = GRADIO_IMAGES / "cheetah1.jpg"
+LION = GRADIO_IMAGES / "lion.jpg"
+LONDON_ZOO = (-0.1534, 51.5353)
+"""(lon, lat) of ZSL London Zoo, where the lion photo is "taken"."""
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -68,7 +73,8 @@ def _click_map(page, elem_id: str, lat: float, lon: float) -> None:
 
 
 def take_screenshots(url: str, out: Path, species: str, train: bool) -> list[str]:
-    """Save map.png, photo.png, photo_relocated.png, where.png and train.png into ``out``.
+    """Save map.png, photo.png, photo_relocated.png, photo_captive.png, where.png and
+    train.png into ``out``.
 
     Returns the URLs the page requested outside the app's host (should be empty).
     """
@@ -79,6 +85,7 @@ def take_screenshots(url: str, out: Path, species: str, train: bool) -> list[str
     requests: list[str] = []
     with tempfile.TemporaryDirectory() as scratch, sync_playwright() as playwright:
         photo = save_with_gps(Image.open(CHEETAH), Path(scratch) / "cheetah.jpg", lon=35.1, lat=-1.5)
+        lion = save_with_gps(Image.open(LION), Path(scratch) / "lion.jpg", *LONDON_ZOO)
         chip = blue_marble_chip(lon=13.0, lat=24.0, size_deg=6.0, path=Path(scratch) / "sahara_chip.jpg")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
@@ -115,6 +122,14 @@ def take_screenshots(url: str, out: Path, species: str, train: bool) -> list[str
         )
         page.wait_for_timeout(1000)
         page.screenshot(path=out / "photo_relocated.png", full_page=True)
+        # A lion at London Zoo: flagged as possibly captive, the image ranking kept (auto mode).
+        page.locator("#photo button[aria-label='Clear']").first.click()
+        page.set_input_files("#photo input[type=file]", str(lion))
+        page.wait_for_function(
+            "() => document.querySelector('#classify-message').innerText.includes('captive?')", timeout=60_000
+        )
+        page.wait_for_timeout(1000)
+        page.screenshot(path=out / "photo_captive.png", full_page=True)
 
         page.get_by_role("tab", name="Where could this be?").click()
         frame = _map_frame(page, "where-map")
@@ -153,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train", action="store_true", help="run a short training for train.png")
     args = parser.parse_args(argv)
     outside = take_screenshots(args.url, args.out, args.species, args.train)
-    for name in ("map", "photo", "photo_relocated", "where", "train"):
+    for name in ("map", "photo", "photo_relocated", "photo_captive", "where", "train"):
         print(args.out / f"{name}.png")
     if outside:
         print(f"error: the page requested outside hosts: {outside[:10]}", file=sys.stderr)
