@@ -14,8 +14,6 @@ LOG = logging.getLogger("app")
 MODEL_CONCURRENCY = "model"  # image encoder / global grids: one at a time on 2 cores
 ONE_MODEL_JOB = {"concurrency_id": MODEL_CONCURRENCY, "concurrency_limit": 1}
 """Keyword arguments of every event that runs the model."""
-PHOTO_TYPES = [".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"]
-"""Upload filter of the photo inputs (what :func:`app.photos.load_photo` reads)."""
 
 
 def empty(columns: list[str]) -> pd.DataFrame:

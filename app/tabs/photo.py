@@ -21,7 +21,7 @@ from app.handlers import (
     format_location,
 )
 from app.maps import Marker
-from app.tabs.common import ONE_MODEL_JOB, PHOTO_TYPES, empty, refuse
+from app.tabs.common import ONE_MODEL_JOB, empty, refuse
 from app.tabs.mapview import MapView
 from csp.captive import MODES
 
@@ -34,9 +34,10 @@ def build(handlers: Handlers, map_page: str) -> None:
     """Lay out the Photo tab and wire its events (API: ``/photo_location``, ``/classify``)."""
     with gr.Row():
         with gr.Column(scale=2):
+            # No file_types filter: Gradio refuses other files with a bare "Error" badge; the
+            # photo reader refuses them with a message that stays on the page.
             photo = gr.File(
                 label="Photo (JPEG, PNG, WebP or HEIC)",
-                file_types=PHOTO_TYPES,
                 type="filepath",
                 elem_id="photo",
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.handlers import PLACE_COLUMNS, Handlers
-from app.tabs.common import ONE_MODEL_JOB, PHOTO_TYPES, empty, refuse
+from app.tabs.common import ONE_MODEL_JOB, empty, refuse
 from app.tabs.mapview import MapView
 
 SATELLITE_NOTE = (
@@ -22,9 +22,8 @@ def build(handlers: Handlers, map_page: str) -> None:
     gr.Markdown(SATELLITE_NOTE)
     with gr.Row():
         with gr.Column(scale=1):
-            where_photo = gr.File(
+            where_photo = gr.File(  # no file_types filter: see app.tabs.photo
                 label="Image (JPEG, PNG, WebP or HEIC)",
-                file_types=PHOTO_TYPES,
                 type="filepath",
                 elem_id="where-photo",
             )

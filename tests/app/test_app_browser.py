@@ -14,6 +14,7 @@ import pytest
 from conftest import write_gps_photo
 from PIL import Image
 
+from app.photos import save_with_gps
 from app.screenshots import CHROMIUM as SCREENSHOT_CHROMIUM
 from app.screenshots import CHROMIUM_ARGS
 
@@ -144,6 +145,35 @@ def test_the_photo_marker_goes_with_the_photo(browser_page, tmp_path_factory):
     )
     assert "No GPS position" in page.locator("#photo-gps").inner_text()
     assert frame.evaluate("cspMarkerLatLng()") is None and _value(page, "photo-location") == ""
+
+
+def test_heic_photos_are_read_and_a_refused_file_keeps_its_message(browser_page, tmp_path_factory):
+    page = browser_page
+    folder = tmp_path_factory.mktemp("browser-formats")
+    cat = Image.open(write_gps_photo(folder / "source.jpg", lon=151.21, lat=-33.87))
+    heic = save_with_gps(cat, folder / "IMG_0001.HEIC", lon=151.21, lat=-33.87, format="HEIF")
+    gif = folder / "animation.gif"
+    cat.save(gif, format="GIF")
+    page.get_by_role("tab", name="Photo: geo-aware classification").click()
+    frame = _map_frame(page, "photo-map")
+    if page.locator("#photo input[type=file]").count() == 0:
+        _clear_photo(page)
+    page.set_input_files("#photo input[type=file]", str(heic))
+    frame.wait_for_function("cspMarkerLatLng() !== null", timeout=30_000)
+    assert frame.evaluate("cspMarkerLatLng()") == pytest.approx([-33.87, 151.21], abs=1e-6)
+    page.wait_for_function(
+        "() => document.querySelector('#classify-message').innerText.includes('Australia')", timeout=30_000
+    )
+    _clear_photo(page)
+    page.set_input_files("#photo input[type=file]", str(gif))
+    refused = "animation.gif is a GIF image; upload a JPEG, PNG, WebP or HEIC photo"
+    page.wait_for_function(
+        f"() => document.querySelector('#photo-gps').innerText.includes({refused!r})", timeout=30_000
+    )
+    page.wait_for_timeout(2000)  # a toast would be gone by now; the message stays
+    assert refused in page.locator("#photo-gps").inner_text()
+    assert refused in page.locator("#classify-message").inner_text()
+    assert frame.evaluate("cspMarkerLatLng()") is None
 
 
 def _clear_photo(page) -> None:
