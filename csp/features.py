@@ -27,7 +27,7 @@ import functools
 import hashlib
 import json
 import math
-import mmap
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -476,6 +476,50 @@ def write_store(
     return FeatureStore.open(out_dir)
 
 
+class RowFile:
+    """Rows of a raw row-major float16 ``(N, F)`` file, read on demand with ``os.preadv``.
+
+    ``shape`` and ``dtype`` as a tensor's; ``rows[indices]`` and :meth:`read_into` read rows
+    in the order given. Reads go through the page cache; nothing is mapped into the process.
+    """
+
+    dtype = torch.float16
+
+    def __init__(self, path: str | Path, num_rows: int, row_dim: int) -> None:
+        self.path = Path(path)
+        self.shape = (num_rows, row_dim)
+        self.row_bytes = row_dim * 2
+        if self.path.stat().st_size != num_rows * self.row_bytes:
+            raise ValueError(
+                f"{self.path}: {self.path.stat().st_size} bytes, expected {num_rows} x {row_dim} float16"
+            )
+        self._fd = os.open(self.path, os.O_RDONLY)
+        os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def read_into(self, rows: Tensor, out: Tensor) -> None:
+        """Fill ``out`` ``(len(rows), F)`` float16 (contiguous, on the host) with ``rows``."""
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.shape[0]):
+            raise IndexError(f"row index out of range for {self.shape[0]} rows")
+        buffer = memoryview(out.numpy()).cast("B")
+        size = self.row_bytes
+        for i, row in enumerate(rows.tolist()):
+            if os.preadv(self._fd, [buffer[i * size : (i + 1) * size]], row * size) != size:
+                raise OSError(f"{self.path}: short read at row {row}")
+
+    def __getitem__(self, rows: Tensor) -> Tensor:
+        out = torch.empty((len(rows), self.shape[1]), dtype=self.dtype)
+        self.read_into(rows.cpu(), out)
+        return out
+
+
 @dataclass
 class FeatureStore:
     """A merged feature store opened read-only.
@@ -553,20 +597,22 @@ class FeatureStore:
     def feature_dim(self) -> int:
         return int(self.features.shape[1])
 
-    def tensors(self, random_access: bool = False) -> tuple[Tensor, Tensor]:
-        """Zero-copy host tensors: (features float16 ``(N, F)`` over the memory map, lonlat
-        float32 ``(N, 2)`` degrees). Read-only: the features share the file's pages; reading
-        a row reads it from disk (or the page cache), nothing is loaded up front.
+    def tensors(self, random_access: bool = False) -> tuple[Tensor | RowFile, Tensor]:
+        """Zero-copy host data: (features float16 ``(N, F)``, lonlat float32 ``(N, 2)`` degrees).
 
-        ``random_access``: tell the kernel rows will be read in random order (no read-ahead),
-        so a batch of scattered rows reads its own pages only (training on a store larger
-        than memory)."""
-        if random_access and isinstance(self.features, np.memmap):
-            self.features._mmap.madvise(mmap.MADV_RANDOM)
-        with warnings.catch_warnings():
-            # The memory map is opened read-only and these tensors are only ever read.
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            features = torch.from_numpy(self.features)
+        The features are a read-only tensor over the memory map (nothing is read up front), or
+        with ``random_access`` a :class:`RowFile` that reads the rows asked for with ``pread``:
+        a batch of scattered rows then reads its own rows only and maps nothing, so the
+        process's resident memory stays at a batch however much of the store a run visits.
+        """
+        if random_access and len(self):
+            path = self.directory / MERGED_FEATURES
+            features: Tensor | RowFile = RowFile(path, len(self), self.feature_dim)
+        else:
+            with warnings.catch_warnings():
+                # The memory map is opened read-only and this tensor is only ever read.
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                features = torch.from_numpy(self.features)
         return features, torch.from_numpy(self.lonlat)
 
     def to_tensors(self, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:

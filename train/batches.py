@@ -2,9 +2,10 @@
 
 Rows (:class:`BatchRows`) are either held on the training device (``stream=False``: moved there
 once, floating columns as float32) or streamed (``stream=True``): the columns stay on the host,
-typically the float16 memory map of a feature store (:meth:`csp.features.FeatureStore.tensors`),
-and each batch gathers only its own rows there, into pinned memory when the device is a GPU,
-then copies them without blocking and casts them to float32 on the device. Memory then stays
+typically a feature store's float16 rows (:meth:`csp.features.FeatureStore.tensors`: a memory
+map, or a file read row by row), and each batch gathers only its own rows there, into pinned
+memory when the device is a GPU, then copies them without blocking and casts them to float32 on
+the device. Memory then stays
 at a few batches whatever the data size, and under ``torchrun`` each process reads only the rows
 of its own share of the batch. Both ways give the same float32 values, so the same weights.
 
@@ -19,8 +20,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from csp.features import RowFile
 from csp.samplers import LocationSampler
 from train.runtime import Distributed
+
+Column = Tensor | RowFile
+"""A per-item column: a tensor, or a float16 store file read row by row."""
 
 
 class BatchRows:
@@ -28,7 +33,8 @@ class BatchRows:
 
     Args:
         columns: name -> ``(N, ...)`` tensor on the host (or already on ``device`` when not
-            streaming); all with the same N. Floating columns arrive as float32.
+            streaming), or a :class:`csp.features.RowFile`; all with the same N. Floating
+            columns arrive as float32.
         device: the training device.
         stream: gather each batch on the host and copy it (see module docstring), instead of
             moving every column to the device once.
@@ -38,7 +44,7 @@ class BatchRows:
 
     def __init__(
         self,
-        columns: dict[str, Tensor],
+        columns: dict[str, Column],
         device: torch.device,
         stream: bool,
         rows: Tensor | None = None,
@@ -53,8 +59,7 @@ class BatchRows:
             self.columns = columns
             self.rows = rows.cpu() if rows is not None else None
         else:
-            self.columns = {name: _on_device(c if rows is None else c[rows.to(c.device)], device)
-                            for name, c in columns.items()}
+            self.columns = {name: _on_device(_select(c, rows), device) for name, c in columns.items()}
             self.rows = None
         self.num_items = int(len(rows) if rows is not None else next(iter(sizes.values())))
 
@@ -73,11 +78,20 @@ class BatchRows:
         rows = self.rows[indices] if self.rows is not None else indices
         return {name: self._gather(column, rows) for name, column in self.columns.items()}
 
-    def _gather(self, column: Tensor, rows: Tensor) -> Tensor:
+    def _gather(self, column: Column, rows: Tensor) -> Tensor:
         out = torch.empty((len(rows), *column.shape[1:]), dtype=column.dtype, pin_memory=self.pin)
-        torch.index_select(column, 0, rows, out=out)
+        if isinstance(column, RowFile):
+            column.read_into(rows, out)
+        else:
+            torch.index_select(column, 0, rows, out=out)
         out = out.to(self.device, non_blocking=True)
         return out.float() if out.is_floating_point() else out
+
+
+def _select(column: Column, rows: Tensor | None) -> Tensor:
+    if isinstance(column, RowFile):
+        return column[rows if rows is not None else torch.arange(len(column))]
+    return column if rows is None else column[rows.to(column.device)]
 
 
 def _on_device(column: Tensor, device: torch.device) -> Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from csp.datasets import GeoRecords, read_csv, read_precomputed
 from csp.datasets.reference import read_reference_split
-from csp.features import FeatureStore
+from csp.features import FeatureStore, RowFile
 from csp.geo import haversine_km
 from csp.splits import leak_free_split
 from train.config import DataConfig, PretrainConfig
@@ -161,7 +161,9 @@ def far_from(points: np.ndarray, others: np.ndarray, km: float, chunk: int = 204
     return keep
 
 
-def load_pairs(config: PretrainConfig, random_access: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def load_pairs(
+    config: PretrainConfig, random_access: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | RowFile]:
     """Locations ``(N, 2)`` float32 and frozen image features ``(N, F)`` float16 from the config's
     feature store (the store's memory map: nothing is read up front; ``random_access``: see
     :meth:`csp.features.FeatureStore.tensors`), or from a feature ``.npy`` and
