@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csp.datasets import read_csv
+from csp.encodings import list_encodings
 
 OBJECTIVES = {
     "sup-only": "Sup. only: train from scratch",
     "csp-finetune": "CSP: fine-tune the pre-trained encoder",
     "csp-linear-probe": "CSP: linear probe (frozen pre-trained encoder)",
 }
-ENCODINGS = ("grid", "theory", "sphereC", "sphereC+", "sphereM", "sphereM+", "rbf", "wrap", "xyz")
+ENCODINGS = tuple(list_encodings())  # the registry is the one list
 LABEL_FRACTIONS = (0.05, 0.1, 0.2, 1.0)
 MAX_EPOCHS = 100
 

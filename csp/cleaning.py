@@ -26,6 +26,23 @@ the statistics below count places, not photos.
    (sea, or an island too small for the map) within ``sea_tolerance_km`` of one. Records in
    range are *vouched for*: the two statistical rules never drop them.
 
+Basic rules (:func:`basic_cleaning`, for any user's data, in the spirit of CoordinateCleaner's
+``cc_dupl``, ``cc_zero`` and ``cc_cen``):
+
+- ``duplicate``: a second record of the same species at the same coordinates (rounded to
+  ``duplicate_decimals`` decimals of a degree, 1e-5 deg is about 1 m) and the same date;
+- ``zero_zero``: within ``zero_km`` of (0, 0), the usual placeholder for a missing location;
+- ``country_centroid`` (with country polygons): within ``centroid_km`` of a country's centroid
+  (of its whole polygon and of its largest part), where geocoders put records they only know
+  the country of.
+
+Invalid coordinates (unparseable, NaN, out of range) are dropped when the file is read
+(:func:`csp.datasets.read_csv` with ``invalid="drop"``).
+
+The zoo rule needs places that are far (``zoo_far_km``) from the rest of their species: in
+data whose whole extent is smaller than that no place can be far, and :func:`clean_occurrences`
+is run without it there (``rules=``).
+
 Limitations: the zoo signature is a co-occurrence pattern, not a list of zoos. On the YFCC
 species file it also catches botanical gardens (cultivated plants), insect collections and
 spots where a camera's wrong default location mixes species from far away, which are not wild
@@ -67,6 +84,9 @@ from csp.geo import (
 
 RULES = ("zoo", "range_outlier", "expert_range")
 """Rule names, in the order :func:`clean_occurrences` reports them."""
+
+BASIC_RULES = ("duplicate", "zero_zero", "country_centroid")
+"""Rule names of :func:`basic_cleaning`, for any occurrence data (not specific to iNat)."""
 
 NATIVE_RANGE_COLUMNS = ("species", "native_iso_a3", "native_continents", "source")
 
@@ -209,6 +229,9 @@ class CleaningConfig:
         sea_tolerance_km: records off every country polygon this close to a native country
             count as in range (250 km: Natural Earth 1:110m has no Shetland, ~220 km from
             the mainland polygon, and coastal points often fall just outside its coastlines).
+        duplicate_decimals: decimals of a degree at which two records count as one place.
+        zero_km: radius around (0, 0) of the ``zero_zero`` rule.
+        centroid_km: radius around country centroids of the ``country_centroid`` rule.
     """
 
     place_km: float = 5.0
@@ -218,9 +241,12 @@ class CleaningConfig:
     outlier_min_support: float = 0.2
     outlier_min_places: int = 3
     sea_tolerance_km: float = 250.0
+    duplicate_decimals: int = 5
+    zero_km: float = 50.0
+    centroid_km: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("place_km", "zoo_far_km", "outlier_km"):
+        for name in ("place_km", "zoo_far_km", "outlier_km", "zero_km", "centroid_km"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"CleaningConfig.{name} must be a positive number of km")
@@ -544,6 +570,7 @@ def clean_occurrences(
     config: CleaningConfig | None = None,
     native_ranges: Mapping[str, NativeRange] | None = None,
     countries: gpd.GeoDataFrame | None = None,
+    rules: Sequence[str] = RULES,
 ) -> CleaningReport:
     """Run the rules on ``N`` occurrence records and say which to keep and why.
 
@@ -553,6 +580,8 @@ def clean_occurrences(
         config: thresholds (defaults: :class:`CleaningConfig`).
         native_ranges: optional expert ranges; requires ``countries``.
         countries: polygons from :func:`load_countries`.
+        rules: the statistical rules to run (``zoo``, ``range_outlier``); ``expert_range``
+            runs whenever ranges are given.
 
     Order: ``expert_range`` (if given), then ``zoo`` (using the expert verdict), then
     ``range_outlier`` on the records the zoo rule kept.
@@ -566,12 +595,21 @@ def clean_occurrences(
     if native_ranges is not None and countries is not None:
         expert = flag_outside_native_range(lonlat, labels, native_ranges, countries, config)
         n_with_range = len(np.intersect1d(np.unique(labels.astype(str)), list(native_ranges)))
-    zoo = flag_zoo_records(lonlat, labels, config, expert)
-    outlier = flag_range_outliers(lonlat, labels, config, exclude=zoo.drop, expert=expert)
+    unknown = set(rules) - set(RULES)
+    if unknown:
+        raise ValueError(f"unknown cleaning rule(s) {sorted(unknown)}; known: {list(RULES)}")
+    zoo = flag_zoo_records(lonlat, labels, config, expert) if "zoo" in rules else None
+    outlier = None
+    if "range_outlier" in rules:
+        exclude = zoo.drop if zoo is not None else None
+        outlier = flag_range_outliers(lonlat, labels, config, exclude=exclude, expert=expert)
     results = tuple(r for r in (zoo, outlier, expert) if r is not None)
+    return _report(results, labels, n_with_range)
 
-    flags = np.stack([r.drop for r in results], axis=1)
-    names = np.array([r.rule for r in results])
+
+def _report(results: tuple[RuleResult, ...], labels: np.ndarray, n_with_range: int) -> CleaningReport:
+    flags = np.stack([r.drop for r in results], axis=1) if results else np.zeros((len(labels), 0), bool)
+    names = np.array([r.rule for r in results], dtype=object)
     reason = np.array(["+".join(names[row]) for row in flags], dtype=object)
     return CleaningReport(
         keep=~flags.any(axis=1),
@@ -581,6 +619,86 @@ def clean_occurrences(
         labels=labels,
         n_species_with_range=n_with_range,
     )
+
+
+def flag_duplicates(
+    lonlat: np.ndarray, labels: np.ndarray, dates: Sequence[str | None] | None, config: CleaningConfig
+) -> RuleResult:
+    """Every record after the first of one species at one place (rounded) and one date."""
+    rounded = np.round(np.asarray(lonlat, dtype=np.float64), config.duplicate_decimals)
+    frame = pd.DataFrame({"species": labels, "lon": rounded[:, 0], "lat": rounded[:, 1]})
+    if dates is not None:
+        frame["date"] = ["" if d is None else str(d) for d in dates]
+    drop = frame.duplicated(keep="first").to_numpy()
+    on_date = " on the same date" if dates is not None else ""
+    reason = f"same species at the same coordinates (1e-{config.duplicate_decimals} deg){on_date}"
+    return RuleResult("duplicate", drop, reason)
+
+
+def flag_zero_zero(lonlat: np.ndarray, config: CleaningConfig) -> RuleResult:
+    """Records within ``zero_km`` of (0, 0)."""
+    drop = haversine_km(np.asarray(lonlat, dtype=np.float64), np.zeros(2)) <= config.zero_km
+    return RuleResult("zero_zero", drop, f"within {config.zero_km:g} km of (0, 0)")
+
+
+def country_centroids(countries: gpd.GeoDataFrame) -> np.ndarray:
+    """``(K, 2)`` (lon, lat) degrees: each country's centroid and that of its largest part."""
+    points = []
+    for geometry in countries.geometry.values:
+        parts = list(getattr(geometry, "geoms", [geometry]))
+        largest = max(parts, key=lambda part: part.area)
+        points += [geometry.centroid.coords[0], largest.centroid.coords[0]]
+    return np.unique(np.asarray(points, dtype=np.float64), axis=0)
+
+
+def flag_country_centroids(
+    lonlat: np.ndarray, countries: gpd.GeoDataFrame, config: CleaningConfig
+) -> RuleResult:
+    """Records within ``centroid_km`` of a country centroid (:func:`country_centroids`)."""
+    centroids = _unit_xyz(country_centroids(countries))
+    xyz = _unit_xyz(np.asarray(lonlat, dtype=np.float64))
+    drop = np.zeros(len(xyz), dtype=bool)
+    for rows in _rows_in_chunks(len(xyz), len(centroids)):
+        drop[rows] = (xyz[rows] @ centroids.T).max(axis=1) >= math.cos(config.centroid_km / EARTH_RADIUS_KM)
+    return RuleResult("country_centroid", drop, f"within {config.centroid_km:g} km of a country centroid")
+
+
+def zoo_rule_applies(lonlat: np.ndarray, config: CleaningConfig | None = None) -> bool:
+    """Whether two records of ``lonlat (N, 2)`` degrees may be more than ``zoo_far_km`` apart
+    (an upper bound: twice the largest distance from their mean direction). Below that, no
+    place can be "far" and the zoo rule has nothing to find."""
+    config = config or CleaningConfig()
+    xyz = _unit_xyz(np.asarray(lonlat, dtype=np.float64))
+    centre = xyz.mean(axis=0)
+    norm = np.linalg.norm(centre)
+    if norm < 1e-9:
+        return True
+    radius_km = EARTH_RADIUS_KM * float(np.arccos(np.clip(xyz @ (centre / norm), -1, 1)).max())
+    return 2 * radius_km > config.zoo_far_km
+
+
+def basic_cleaning(
+    lonlat: np.ndarray,
+    labels: np.ndarray,
+    dates: Sequence[str | None] | None = None,
+    countries: gpd.GeoDataFrame | None = None,
+    config: CleaningConfig | None = None,
+) -> CleaningReport:
+    """The :data:`BASIC_RULES` on ``N`` records (``country_centroid`` only with ``countries``).
+
+    Args:
+        lonlat: ``(N, 2)`` (lon, lat) degrees.
+        labels: ``(N,)`` species.
+        dates: ``N`` dates (or None) that tell repeated visits from duplicates, or None.
+        countries: polygons from :func:`load_countries`.
+        config: thresholds (defaults: :class:`CleaningConfig`).
+    """
+    config = config or CleaningConfig()
+    lonlat, labels = _check_records(lonlat, labels)
+    results = [flag_duplicates(lonlat, labels, dates, config), flag_zero_zero(lonlat, config)]
+    if countries is not None:
+        results.append(flag_country_centroids(lonlat, countries, config))
+    return _report(tuple(results), labels, 0)
 
 
 def summarise(report: CleaningReport) -> str:

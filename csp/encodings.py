@@ -47,8 +47,10 @@ from csp.geo import chord_length, unit_vectors
 __all__ = [
     "PositionEncoding",
     "create_encoding",
+    "encoding_defaults",
     "list_encodings",
     "register_encoding",
+    "resolve_encoding_kwargs",
 ]
 
 _REGISTRY: dict[str, type[PositionEncoding]] = {}
@@ -92,6 +94,39 @@ def list_encodings(legacy: bool = False) -> list[str]:
     return sorted(name for name in _REGISTRY if legacy or name not in _LEGACY)
 
 
+def _registered(name: str) -> type[PositionEncoding]:
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown position encoding {name!r}; registered: {', '.join(list_encodings())} "
+            f"(legacy: {', '.join(sorted(_LEGACY))})"
+        )
+    return _REGISTRY[name]
+
+
+def encoding_defaults(name: str) -> dict[str, Any]:
+    """The keyword arguments of encoding ``name`` with their defaults, read from its constructor.
+
+    This is the one home of encoding defaults (no table elsewhere repeats them); an argument
+    without a default is left out.
+    """
+    parameters = inspect.signature(_registered(name)).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def resolve_encoding_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` validated by building the encoding once, with every default filled in.
+
+    Returns the complete keyword arguments (``create_encoding(name, **result)`` rebuilds the
+    same encoding), so a saved configuration says exactly which encoding it describes.
+
+    Raises:
+        ValueError: unknown ``name``, an argument the encoding does not accept, or a bad value.
+    """
+    config = dict(create_encoding(name, **kwargs).config)
+    config.pop("name")
+    return config
+
+
 def create_encoding(name: str, **kwargs: Any) -> PositionEncoding:
     """Build the encoding registered as ``name`` with keyword arguments ``kwargs``.
 
@@ -99,12 +134,7 @@ def create_encoding(name: str, **kwargs: Any) -> PositionEncoding:
         ValueError: unknown ``name`` (the message lists the registered names), a keyword the
             encoding does not accept, or an invalid argument value.
     """
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"unknown position encoding {name!r}; registered: {', '.join(list_encodings())} "
-            f"(legacy: {', '.join(sorted(_LEGACY))})"
-        )
-    cls = _REGISTRY[name]
+    cls = _registered(name)
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as err:

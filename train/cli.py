@@ -42,7 +42,8 @@ def _add_training_options(parser: argparse.ArgumentParser, default_preset: str) 
         "--preset", default=default_preset, help="preset name in train/configs or a YAML path"
     )
     parser.add_argument(
-        "--encoding", help="position encoding, with its settings from train/configs/encodings.yaml"
+        "--encoding",
+        help="position encoding with its default settings (csp.encodings; same as --set model.encoding=NAME)",
     )
     parser.add_argument("--out", help="run directory (shortcut for runtime.out_dir)")
     parser.add_argument("--epochs", type=int, help="shortcut for optim.epochs")
@@ -90,18 +91,35 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+FINETUNE_FLAGS = {  # --flag -> config key (each is a shortcut for --set KEY=VALUE)
+    "init_from": "init_from",
+    "label_fraction": "data.label_fraction",
+    "data": "data.csv",
+    "lon_col": "data.lon_col",
+    "lat_col": "data.lat_col",
+    "label_col": "data.label_col",
+    "date_col": "data.date_col",
+    "delimiter": "data.delimiter",
+    "clean": "data.clean",
+    "val": "data.val_csv",
+    "test": "data.test_csv",
+    "background": "background",
+    "scale": "scale",
+    "metric": "metric",
+    "select": "select",
+}
+
+
 def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     """The fine-tuning configuration ``python -m train finetune ...`` runs with (the CLI edge:
     strings become a typed config here)."""
     from train.config import FinetuneConfig, load_config
 
-    overrides = _shortcut_overrides(args)
-    if args.init_from:
-        overrides.append(f"init_from={args.init_from}")
-    if args.label_fraction is not None:
-        overrides.append(f"data.label_fraction={args.label_fraction}")
-    if args.csv:
-        overrides.append(f"data.csv={args.csv}")
+    given = {key: getattr(args, dest) for dest, key in FINETUNE_FLAGS.items()}
+    flags = [f"{key}={value}" for key, value in given.items() if value is not None]
+    overrides = flags + _shortcut_overrides(args)  # an explicit --set wins over a flag
+    if args.reencode:
+        overrides.append("reencode=true")
     return load_config(FinetuneConfig, args.preset, overrides, encoding=args.encoding)
 
 
@@ -206,15 +224,7 @@ def _cmd_convert_official(args: argparse.Namespace) -> int:
     return run_convert(args.checkpoint, args.out, args.stage, args.class_names)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m train",
-        description=__doc__,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_extract(commands: argparse._SubParsersAction) -> None:
     extract = commands.add_parser("extract", help="encode images into a feature store")
     extract.add_argument("--csv", required=True, help="CSV with lat/lon (+ image path) columns")
     extract.add_argument("--out", required=True, help="feature store directory")
@@ -229,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--device", default="auto")
     extract.set_defaults(run=_cmd_extract)
 
+
+def _add_pretrain(commands: argparse._SubParsersAction) -> None:
     pretrain = commands.add_parser("pretrain", help="CSP self-supervised pre-training")
     _add_training_options(pretrain, "csp-mc-bld")
     pretrain.add_argument("--features", help="feature store directory from `extract`, or a feature .npy")
@@ -237,13 +249,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pretrain.set_defaults(run=_cmd_pretrain)
 
-    finetune = commands.add_parser("finetune", help="supervised presence-only fine-tuning")
+
+def _add_finetune(commands: argparse._SubParsersAction) -> None:
+    from train.config import CLEANING_LEVELS, METRICS, SELECT
+
+    finetune = commands.add_parser(
+        "finetune",
+        help="supervised presence-only fine-tuning (the bundled species data, or your own file)",
+        description="Train a species range model on presence-only records. Your own data: "
+        "--data FILE (CSV, TSV or GBIF occurrence.txt; columns recognised by name or given "
+        "with --lon-col/--lat-col/--label-col). See docs/own-data.md.",
+    )
     _add_training_options(finetune, "finetune")
     finetune.add_argument("--init-from", help="pre-trained checkpoint directory")
+    finetune.add_argument(
+        "--reencode",
+        action="store_true",
+        help="with --init-from and another --encoding: train a new first layer on that encoding",
+    )
     finetune.add_argument("--label-fraction", type=float, help="few-shot: 0.05, 0.1, 0.2, 1.0")
-    finetune.add_argument("--csv", help="observations CSV (lat, lon, label)")
+    finetune.add_argument("--data", "--csv", dest="data", help="occurrence file (CSV/TSV)")
+    for role in ("lon", "lat", "label", "date"):
+        finetune.add_argument(f"--{role}-col", help=f"name of the {role} column (default: by name)")
+    finetune.add_argument("--delimiter", help="field separator (default: sniffed)")
+    finetune.add_argument(
+        "--clean",
+        choices=[*CLEANING_LEVELS, "auto"],
+        help="cleaning rules (default auto: inat for the bundled data, basic for yours)",
+    )
+    finetune.add_argument("--val", help="your own validation data (presences or 0/1 sites)")
+    finetune.add_argument("--test", help="your own test data (presences or 0/1 sites)")
+    finetune.add_argument("--metric", choices=[*METRICS, "auto"], help="early-stopping metric")
+    finetune.add_argument("--select", choices=list(SELECT), help="keep the best or the last epoch")
+    finetune.add_argument(
+        "--background",
+        help="background points: globe | extent | hull | a polygon file | a points CSV",
+    )
+    finetune.add_argument(
+        "--scale", choices=["auto", "fixed"], help="finest wavelength from the data's extent"
+    )
     finetune.set_defaults(run=_cmd_finetune)
 
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate", help="top-1/3/5 and MRR of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="fine-tuned checkpoint directory")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -253,16 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(run=_cmd_evaluate)
 
+
+def _add_build_default(commands: argparse._SubParsersAction) -> None:
     build = commands.add_parser("build-default", help="rebuild the shipped default model")
     build.add_argument("--out", default="assets/default", help="model directory to write")
     build.add_argument("--work", default="runs/build-default", help="scratch directory")
     build.add_argument("--quick", action="store_true", help="small, fast build (for tests)")
     build.set_defaults(run=_cmd_build_default)
 
+
+def _add_build_captive(commands: argparse._SubParsersAction) -> None:
     captive = commands.add_parser("build-captive", help="write the known captive places (zoo rule)")
     captive.add_argument("--out", default="assets/default", help="model directory to write into")
     captive.set_defaults(run=_cmd_build_captive)
 
+
+def _add_experiment(commands: argparse._SubParsersAction) -> None:
     experiment = commands.add_parser("experiment", help="experiments (fewshot, where, geoaware)")
     experiment.add_argument("name", choices=["fewshot", "where", "geoaware"])
     experiment.add_argument("--out", help="results directory (default runs/<name>)")
@@ -286,12 +340,40 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--pool", help="a pre-training feature store: adds its nearest-chip baseline")
     experiment.set_defaults(run=_cmd_experiment)
 
+
+def _add_convert_official(commands: argparse._SubParsersAction) -> None:
     convert = commands.add_parser("convert-official", help="convert a CSP reference-code checkpoint")
     convert.add_argument("checkpoint", help="the reference code's .pth.tar file (read safely)")
     convert.add_argument("--out", required=True, help="model directory to write (prior/ and/or csp/)")
     convert.add_argument("--stage", default="auto", choices=["auto", "pretrain", "finetune"])
     convert.add_argument("--class-names", help="text file: one class name per class-head row")
     convert.set_defaults(run=_cmd_convert_official)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_extract,
+    _add_pretrain,
+    _add_finetune,
+    _add_evaluate,
+    _add_build_default,
+    _add_build_captive,
+    _add_experiment,
+    _add_convert_official,
+]
+"""One function per subcommand, each adding its parser (and ``run``) to the subparsers; a new
+subcommand is one more function here."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(commands)
     return parser
 
 

@@ -2,8 +2,9 @@
 
 A preset file (``train/configs/<name>.yaml``) holds a partial configuration; missing fields keep
 the dataclass defaults below. Overrides are applied last; their values are parsed as YAML
-(``--set optim.lr=3e-4``, ``--set loss.symmetric=true``, ``--set model.encoding=sphereC+``).
-Unknown keys are errors, so a typo never passes silently.
+(``--set optim.lr=3e-4``, ``--set loss.symmetric=true``, ``--set model.encoding=sphereC+``,
+``--set model.encoding_kwargs.min_radius=0.1``). Unknown keys are errors, so a typo never passes
+silently; encoding arguments are validated against the encoding registry when the config loads.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from csp.encodings import resolve_encoding_kwargs
 from csp.hub import ASSETS_DIR
 from csp.losses import CSPLossConfig
 from csp.models import LocationEncoderConfig
@@ -71,14 +73,37 @@ class PretrainConfig:
     val_fraction: float = 0.05  # held-out pairs for image->location retrieval
 
 
+CLEANING_LEVELS = ("none", "basic", "full", "inat")
+SELECT = ("best", "last")
+METRICS = ("mrr", "top1", "top3", "top5", "auc")
+
+
 @dataclass
 class DataConfig:
-    """Presence-only observations and their fixed, seeded split."""
+    """Presence-only observations, how they are read and cleaned, and their split.
+
+    Column names are ``"auto"`` (recognised by name, see :mod:`csp.datasets.tabular`) or the
+    exact header; ``delimiter`` ``"auto"`` sniffs comma, tab or semicolon from the header.
+    ``clean``: ``none`` | ``basic`` (duplicates, invalid and 0/0 coordinates, country
+    centroids) | ``full`` (basic + the zoo rule where it fits, range outliers and expert
+    ranges of :mod:`csp.cleaning`) | ``inat`` (the rules the bundled iNat/YFCC species data
+    is cleaned with) | ``auto`` (``inat`` for the bundled data, ``basic`` for any other file);
+    see :func:`train.data.clean_records`. ``val_csv`` / ``test_csv``: your own validation /
+    test data instead of the seeded split (presences, or presence-absence sites with a 0/1
+    column: see :mod:`train.sites`).
+    """
 
     csv: str = DEFAULT_SPECIES_CSV  # or the CSP reference code's {split}.json (its locations beside)
-    clean: bool = True  # drop captive records and range outliers (csp.cleaning)
-    native_ranges: str | None = DEFAULT_NATIVE_RANGES  # expert ranges used by the cleaning
-    countries: str = DEFAULT_COUNTRIES  # polygons for the expert-range rule
+    lon_col: str = "auto"
+    lat_col: str = "auto"
+    label_col: str = "auto"
+    date_col: str | None = "auto"
+    delimiter: str = "auto"
+    clean: str = "auto"
+    native_ranges: str | None = DEFAULT_NATIVE_RANGES  # expert ranges used by the full cleaning
+    countries: str = DEFAULT_COUNTRIES  # polygons for the expert-range and centroid rules
+    val_csv: str | None = None
+    test_csv: str | None = None
     split_seed: int = 0
     # "spatial": leak-free, no held-out point within split_buffer_km of a same-species training
     # point (csp.splits); "observation": the old per-observation split (leaks, kept for old runs).
@@ -89,21 +114,76 @@ class DataConfig:
     label_fraction: float = 1.0  # few-shot: fraction of the training labels used
     label_seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Configs saved before the cleaning levels existed hold a bool (True = the full rules).
+        legacy = {"true": "inat", "false": "none"}
+        self.clean = legacy.get(str(self.clean).lower(), str(self.clean))
+        if self.clean not in (*CLEANING_LEVELS, "auto"):
+            raise ValueError(f"data.clean must be one of {[*CLEANING_LEVELS, 'auto']}, got {self.clean!r}")
+
+    @property
+    def bundled(self) -> bool:
+        """Whether this is the bundled species data (whose defaults differ from a user's file)."""
+        return Path(self.csv).resolve() == Path(DEFAULT_SPECIES_CSV).resolve()
+
+    @property
+    def cleaning(self) -> str:
+        """The cleaning level that applies: ``clean``, with ``auto`` resolved."""
+        if self.clean != "auto":
+            return self.clean
+        return "inat" if self.bundled else "basic"
+
 
 @dataclass
 class FinetuneConfig:
-    """Supervised presence-only fine-tuning, from scratch or from a pre-trained checkpoint."""
+    """Supervised presence-only fine-tuning, from scratch or from a pre-trained checkpoint.
+
+    Attributes:
+        init_from: pre-trained checkpoint directory; the model architecture (encoding
+            included) is then the checkpoint's, unless ``model`` is set explicitly, which is
+            an error when it differs from the checkpoint unless ``reencode``.
+        reencode: with ``init_from``, train the encoder on ``model``'s position encoding: the
+            first layer (which reads the encoding) starts fresh, the rest is copied.
+        background: where background (pseudo-absence) points come from: ``globe`` (uniform
+            on the sphere), ``extent`` (the training data's lon/lat box plus
+            ``background_buffer_deg``), ``hull`` (the data's convex hull on the sphere, plus
+            the buffer), a polygon file (``.geojson``/``.gpkg``/``.shp``), a CSV of background
+            points, or ``auto`` (``globe`` for the bundled data, ``extent`` otherwise).
+        scale: ``auto`` chooses a multi-scale encoding's finest wavelength ``min_radius``
+            from the training data's extent (:func:`train.finetune.region_min_radius`) for a
+            model trained from scratch on your own data; ``fixed`` keeps ``model``'s value.
+            Setting ``model.encoding_kwargs.min_radius`` yourself implies ``fixed``.
+        metric: validation metric for early stopping and the best checkpoint (``auc`` needs
+            presence-absence validation sites and is then the default).
+        select: ``best`` (highest validation metric) or ``last`` epoch as ``checkpoints/best``.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: LocationEncoderConfig = field(default_factory=LocationEncoderConfig)
-    init_from: str | None = None  # pre-trained checkpoint directory (location encoder reused)
+    init_from: str | None = None
+    reencode: bool = False
     freeze_encoder: bool = False  # train only the class head
     pos_weight: float | None = None  # default: number of classes
     # > 0: each step scores this many classes drawn at random, an unbiased estimate of the
     # presence-only loss (csp.losses.sampled_presence_only_loss) for very many classes.
     sampled_classes: int = 0
+    background: str = "auto"
+    background_buffer_deg: float = 1.0
+    scale: str = "auto"
+    metric: str = "auto"
+    select: str = "best"
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        if self.scale not in ("auto", "fixed"):
+            raise ValueError(f"scale must be auto or fixed, got {self.scale!r}")
+        if self.metric not in (*METRICS, "auto"):
+            raise ValueError(f"metric must be one of {[*METRICS, 'auto']}, got {self.metric!r}")
+        if self.select not in SELECT:
+            raise ValueError(f"select must be one of {list(SELECT)}, got {self.select!r}")
+        if not (self.background_buffer_deg >= 0):
+            raise ValueError(f"background_buffer_deg must be >= 0, got {self.background_buffer_deg}")
 
 
 Config = TypeVar("Config")
@@ -144,10 +224,26 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             parsed = yaml.safe_load(raw) if raw is not None else value
             if not isinstance(parsed, dict):
                 raise TypeError
-            return parsed
+            return {key: _leaf(item) for key, item in parsed.items()}
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: {value!r} is not a valid {getattr(hint, '__name__', hint)}") from err
     return value
+
+
+def _leaf(value: Any) -> Any:
+    """A free-form mapping's value as typed after ``--set a.b.key=``: YAML, and numbers in
+    any notation (PyYAML reads ``1e-3`` as a string)."""
+    if isinstance(value, dict):
+        return {key: _leaf(item) for key, item in value.items()}
+    if not isinstance(value, _Typed):
+        return value
+    parsed = yaml.safe_load(str(value))
+    if isinstance(parsed, str):
+        try:
+            return float(parsed)
+        except ValueError:
+            return parsed
+    return parsed
 
 
 def _build(cls: type[Config], values: dict[str, Any], where: str) -> Config:
@@ -200,12 +296,38 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def encoding_preset(name: str) -> dict[str, Any]:
-    """``{"encoding": name, "encoding_kwargs": {...}}`` from ``train/configs/encodings.yaml``."""
-    presets = yaml.safe_load((CONFIG_DIR / "encodings.yaml").read_text())
-    if name not in presets:
-        raise ValueError(f"no encoding preset {name!r}; known: {sorted(presets)}")
-    return {"encoding": name, "encoding_kwargs": dict(presets[name] or {})}
+def _split_override(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ValueError(f"--set expects key.path=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    return key.strip(), raw.strip()
+
+
+def _encoder_sections(cls: type) -> list[str]:
+    """Names of the fields of ``cls`` that hold a :class:`LocationEncoderConfig`."""
+    hints = typing.get_type_hints(cls)
+    return [f.name for f in dataclasses.fields(cls) if hints[f.name] is LocationEncoderConfig]
+
+
+def _switch_encoding(tree: dict[str, Any], section: str, pairs: list[tuple[str, str]]) -> None:
+    """Drop the preset's ``encoding_kwargs`` when an override names another encoding: they
+    belong to the preset's encoding (the new one starts from its own registry defaults)."""
+    asked = [raw for key, raw in pairs if key == f"{section}.encoding"]
+    node = tree.get(section)
+    if not asked or not isinstance(node, dict):
+        return
+    if asked[-1] != node.get("encoding", LocationEncoderConfig.encoding):
+        node.pop("encoding_kwargs", None)
+
+
+def _resolve_encodings(config: Any, sections: list[str]) -> None:
+    """Validate each encoder section's encoding and fill in its defaults (registry)."""
+    for section in sections:
+        model: LocationEncoderConfig = getattr(config, section)
+        try:
+            model.encoding_kwargs = resolve_encoding_kwargs(model.encoding, model.encoding_kwargs)
+        except ValueError as err:
+            raise ValueError(f"{type(config).__name__}.{section}: {err}") from None
 
 
 def load_config(
@@ -214,22 +336,49 @@ def load_config(
     overrides: list[str] | tuple[str, ...] = (),
     encoding: str | None = None,
 ) -> Config:
-    """Defaults <- preset YAML (``base:`` chains presets) <- encoding preset <- overrides.
+    """Defaults <- preset YAML (``base:`` chains presets) <- overrides, validated.
 
-    ``encoding`` sets ``model.encoding`` and its keyword arguments from
-    ``train/configs/encodings.yaml``; ``overrides`` are ``key.path=value`` strings whose values
-    are converted to the type of the field they set.
+    ``overrides`` are ``key.path=value`` strings whose values are converted to the type of
+    the field they set (inside free-form mappings such as ``model.encoding_kwargs``, by YAML
+    and then by the encoding's own argument checks). ``encoding`` is a shortcut for
+    ``model.encoding=NAME``. Naming an encoding other than the preset's starts from that
+    encoding's defaults (``csp.encodings.encoding_defaults``); every encoding's arguments are
+    checked here and written out in full, so a bad one fails now, not in the first epoch.
+    A fine-tuning config with ``init_from`` takes the checkpoint's architecture unless
+    ``model`` was set by an override (see :class:`FinetuneConfig`).
     """
     tree: dict[str, Any] = _read_preset(preset) if preset else {}
+    pairs = [_split_override(item) for item in overrides]
     if encoding:
-        tree = _merge(tree, {"model": encoding_preset(encoding)})
-        tree["model"]["encoding_kwargs"] = encoding_preset(encoding)["encoding_kwargs"]
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set expects key.path=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        _set_path(tree, key.strip(), _Typed(raw.strip()))
-    return _build(cls, tree, cls.__name__)
+        pairs.insert(0, ("model.encoding", encoding))
+    if cls is FinetuneConfig:
+        _adopt_checkpoint_model(tree, pairs)
+    sections = _encoder_sections(cls)
+    for section in sections:
+        _switch_encoding(tree, section, pairs)
+    for key, raw in pairs:
+        _set_path(tree, key, _Typed(raw))
+    config = _build(cls, tree, cls.__name__)
+    _resolve_encodings(config, sections)
+    return config
+
+
+def _adopt_checkpoint_model(tree: dict[str, Any], pairs: list[tuple[str, str]]) -> None:
+    """Fine-tuning from ``init_from``: the checkpoint's architecture replaces the preset's
+    ``model`` (overrides of ``model.*`` still apply on top); setting
+    ``model.encoding_kwargs`` by hand implies ``scale=fixed``."""
+    keys = [key for key, _ in pairs]
+    if any(key.startswith("model.encoding_kwargs") for key in keys) and "scale" not in keys:
+        tree["scale"] = "fixed"
+    asked = [raw for key, raw in pairs if key == "init_from"]
+    init_from = asked[-1] if asked else tree.get("init_from")
+    if not init_from or str(init_from).lower() in ("null", "none", "~"):
+        return
+    from csp.checkpoint import read_meta
+
+    source = dict(read_meta(str(init_from)).location_encoder)
+    source.update(num_classes=0, num_users=0)
+    tree["model"] = source
 
 
 def _read_preset(name: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from csp.features import FeatureStore, RowFile
 from csp.geo import haversine_km
 from csp.splits import leak_free_split
 from train.config import DataConfig, PretrainConfig
+from train.sites import Sites, is_sites_file, match_species, read_sites
 
 HELD_OUT_RADIUS_KM = 1.0  # pre-training pairs this close to a val/test observation are left out
 
@@ -26,18 +28,26 @@ class SpeciesSplits:
     val: np.ndarray
     test: np.ndarray
     cleaning: dict[str, int]
+    val_sites: tuple[Sites, np.ndarray] | None = None  # presence-absence sites, class indices
+    test_sites: tuple[Sites, np.ndarray] | None = None
 
     @property
     def class_names(self) -> list[str]:
         return list(self.records.class_names or [])
 
     def summary(self) -> dict[str, int]:
+        sites = {
+            f"{role}_sites": len(found[0].lonlat)
+            for role, found in (("val", self.val_sites), ("test", self.test_sites))
+            if found is not None
+        }
         return {
             "observations": len(self.records),
             "classes": len(self.class_names),
             "train": len(self.train),
             "val": len(self.val),
             "test": len(self.test),
+            **sites,
             **{f"dropped_{k}": v for k, v in self.cleaning.items()},
         }
 
@@ -96,41 +106,155 @@ def label_fraction_subset(indices: np.ndarray, labels: np.ndarray, fraction: flo
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
-def load_species(config: DataConfig) -> SpeciesSplits:
-    """Read, optionally clean, and split presence-only observations (labels required)."""
-    records = read_reference_split(config.csv) if config.csv.endswith(".json") else read_csv(config.csv)
-    if records.labels is None or records.class_names is None:
-        raise ValueError(f"{config.csv}: no label column found (expected label/species/class)")
-    labelled = records.labels >= 0
-    if not labelled.all():
-        records = records.subset(np.flatnonzero(labelled))
-    cleaning: dict[str, int] = {}
-    if config.clean:
-        from csp.cleaning import clean_occurrences, load_countries, load_native_ranges
+def read_occurrences(config: DataConfig, path: str | Path) -> GeoRecords:
+    """Read an occurrence file with the config's columns and separator; with any cleaning,
+    rows with invalid coordinates are dropped and counted instead of raising. A ``.json``
+    path is the CSP reference code's split file (:func:`csp.datasets.reference.read_reference_split`)."""
+    if str(path).endswith(".json"):
+        return read_reference_split(path)
+    return read_csv(
+        path,
+        lon_col=config.lon_col,
+        lat_col=config.lat_col,
+        label_col=config.label_col,
+        date_col=config.date_col,
+        delimiter=config.delimiter,
+        invalid="raise" if config.cleaning == "none" else "drop",
+    )
 
-        names = np.asarray(records.class_names, dtype=object)[records.labels]
+
+def clean_records(records: GeoRecords, config: DataConfig) -> tuple[GeoRecords, dict[str, int]]:
+    """Apply the config's cleaning level to labelled records; returns the kept records and
+    the count each rule dropped (a record can count for several rules; reading counts too).
+
+    ``basic``: :func:`csp.cleaning.basic_cleaning` (with the country polygons if the file
+    exists). ``full``: basic, then the statistical rules (the zoo rule only where the data
+    spread allows a far place, :func:`csp.cleaning.zoo_rule_applies`) and the expert ranges
+    of ``native_ranges``. ``inat``: the bundled species data's rules, exactly as they were
+    (zoo, range outlier, expert range; no duplicate rule, so its split is unchanged).
+    """
+    from csp.cleaning import (
+        RULES,
+        basic_cleaning,
+        clean_occurrences,
+        load_countries,
+        load_native_ranges,
+        zoo_rule_applies,
+    )
+
+    level = config.cleaning
+    dropped = dict(records.dropped)
+    has_countries = bool(config.countries) and Path(config.countries).is_file()
+    if level in ("basic", "full"):
+        countries = load_countries(config.countries) if has_countries else None
+        report = basic_cleaning(records.lonlat, _names(records), records.dates, countries)
+        dropped |= report.dropped_per_rule
+        records = records.subset(np.flatnonzero(report.keep))
+    if level in ("full", "inat"):
         ranges = load_native_ranges(config.native_ranges) if config.native_ranges else None
         countries = load_countries(config.countries) if ranges is not None else None
-        report = clean_occurrences(records.lonlat, names, None, ranges, countries)
-        cleaning = dict(report.dropped_per_rule)
+        fits = level == "inat" or zoo_rule_applies(records.lonlat)
+        rules = RULES if fits else tuple(r for r in RULES if r != "zoo")
+        report = clean_occurrences(records.lonlat, _names(records), None, ranges, countries, rules=rules)
+        dropped |= report.dropped_per_rule
         records = records.subset(np.flatnonzero(report.keep))
+    return records, dropped
+
+
+def _names(records: GeoRecords) -> np.ndarray:
+    return np.asarray(records.class_names, dtype=object)[records.labels]
+
+
+def _labelled(records: GeoRecords, path: str | Path) -> GeoRecords:
+    if records.labels is None or records.class_names is None:
+        raise ValueError(f"{path}: no label column found (name it with --label-col / data.label_col)")
+    return records.subset(np.flatnonzero(records.labels >= 0))
+
+
+def load_species(config: DataConfig) -> SpeciesSplits:
+    """Read, clean and split presence-only observations (labels required).
+
+    Validation and test data come from ``config.val_csv`` / ``config.test_csv`` when given
+    (presences of known species, appended to ``records``; or presence-absence sites, in
+    ``val_sites`` / ``test_sites``), else from the seeded split of the observations.
+    """
+    records, cleaning = clean_records(_labelled(read_occurrences(config, config.csv), config.csv), config)
     records = _compact_classes(records)
+    train, val, test = _split(records, config)
+    parts = {"val": val, "test": test}
+    sites: dict[str, tuple[Sites, np.ndarray]] = {}
+    for role in ("val", "test"):
+        path = getattr(config, f"{role}_csv")
+        if not path:
+            continue
+        if is_sites_file(path, records.class_names, config.delimiter):
+            found = read_sites(
+                path, records.class_names, lon_col=config.lon_col, lat_col=config.lat_col,
+                label_col=config.label_col, delimiter=config.delimiter,
+            )  # fmt: skip
+            sites[role] = match_species(found, records.class_names)
+            continue
+        extra, dropped = _own_presences(config, path, records.class_names)
+        cleaning |= {f"{role}_{k}": v for k, v in dropped.items()}
+        parts[role] = np.arange(len(records), len(records) + len(extra))
+        records = _concat(records, extra)
+    return SpeciesSplits(
+        records, train, parts["val"], parts["test"], cleaning, sites.get("val"), sites.get("test")
+    )
+
+
+def _split(records: GeoRecords, config: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The config's split of ``records``; no held-out share for a role that has its own file."""
+    val_fraction = 0.0 if config.val_csv else config.val_fraction
+    test_fraction = 0.0 if config.test_csv else config.test_fraction
     if config.split == "spatial":
-        train, val, test = leak_free_split(
+        return leak_free_split(
             records.lonlat,
             records.labels,
-            config.val_fraction,
-            config.test_fraction,
+            val_fraction,
+            test_fraction,
             config.split_seed,
             config.split_buffer_km,
         )
-    elif config.split == "observation":
-        train, val, test = split_by_class(
-            records.labels, config.val_fraction, config.test_fraction, config.split_seed
-        )
-    else:
-        raise ValueError(f"data.split must be 'spatial' or 'observation', got {config.split!r}")
-    return SpeciesSplits(records, train, val, test, cleaning)
+    if config.split == "observation":
+        return split_by_class(records.labels, val_fraction, test_fraction, config.split_seed)
+    raise ValueError(f"data.split must be 'spatial' or 'observation', got {config.split!r}")
+
+
+def _own_presences(
+    config: DataConfig, path: str, class_names: list[str]
+) -> tuple[GeoRecords, dict[str, int]]:
+    """Presences from a validation/test file, cleaned like the training data, labelled with
+    the training classes (records of other species are dropped and counted)."""
+    records, dropped = clean_records(_labelled(read_occurrences(config, path), path), config)
+    index = {name: i for i, name in enumerate(class_names)}
+    names = _names(records)
+    known = np.array([name in index for name in names], dtype=bool)
+    dropped["unknown_species"] = int((~known).sum())
+    if not known.any():
+        raise ValueError(f"{path}: none of its species is among the {len(class_names)} training species")
+    records = records.subset(np.flatnonzero(known))
+    labels = np.array([index[name] for name in names[known]], dtype=np.int64)
+    return GeoRecords(
+        ids=records.ids, paths=records.paths, lonlat=records.lonlat, labels=labels,
+        class_names=list(class_names), dates=records.dates, dropped={},
+    ), dropped  # fmt: skip
+
+
+def _concat(a: GeoRecords, b: GeoRecords) -> GeoRecords:
+    """Records of ``a`` then ``b`` (same class names)."""
+    dates = None
+    if a.dates is not None or b.dates is not None:
+        dates = (a.dates or [None] * len(a)) + (b.dates or [None] * len(b))
+    return GeoRecords(
+        ids=list(a.ids) + list(b.ids),
+        paths=list(a.paths) + list(b.paths),
+        lonlat=np.concatenate([a.lonlat, b.lonlat]),
+        labels=np.concatenate([a.labels, b.labels]),
+        class_names=a.class_names,
+        dates=dates,
+        dropped=a.dropped,
+    )
 
 
 def _compact_classes(records: GeoRecords) -> GeoRecords:

@@ -40,7 +40,7 @@ def test_overrides_are_converted_to_the_field_types():
     assert finetune.init_from is None and finetune.pos_weight == 2.0
     with pytest.raises(ValueError, match="not a valid int"):
         load_config(PretrainConfig, "csp-mc-bld", ["optim.epochs=1.5"])
-    with pytest.raises(ValueError, match="no encoding preset"):
+    with pytest.raises(ValueError, match="unknown position encoding .hexagons."):
         load_config(PretrainConfig, "csp-mc-bld", encoding="hexagons")
 
 
