@@ -27,6 +27,10 @@ examples:
       --label-fraction 0.1 --out runs/ft10
   python -m train finetune --preset sup-only --set model.encoding=sphereC+ --out runs/sup
   python -m train evaluate --checkpoint runs/ft10/checkpoints/best
+  python -m train finetune --data my_records.csv --lon-col x --lat-col y --label-col spid --out runs/mine
+  python -m train predict --checkpoint runs/mine --points sites.csv --out scores.csv
+  python -m train predict --checkpoint runs/mine --raster map.tif --bbox -125,32,-114,42 --resolution 0.05
+  python -m train evaluate --checkpoint runs/mine --presence-absence sites_pa.csv
   torchrun --nproc_per_node 4 -m train pretrain --preset csp-mc-bld --features ... --out ...
   python -m train build-default           # rebuild assets/default (about 20 min on 2 CPU cores)
   python -m train experiment fewshot      # the few-shot results table
@@ -132,12 +136,41 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.presence_absence is not None:
+        from train.sites import evaluate_presence_absence
+
+        sites = None if args.presence_absence == "run" else args.presence_absence
+        result = evaluate_presence_absence(args.checkpoint, sites)
+        print(result.table())
+        print(json.dumps({"means": result.means(), "kde_bandwidth_km": result.kde_bandwidth_km}))
+        return 0
     from train.evaluate import evaluate_checkpoint
 
     results = evaluate_checkpoint(
         args.checkpoint, split=args.split, csv=args.csv, image_probs=args.image_probs
     )
     print(json.dumps(results, indent=2))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from train.predict import PredictRequest, run_predict
+
+    request = PredictRequest(
+        checkpoint=args.checkpoint,
+        points=args.points,
+        out=args.out,
+        embeddings=args.embeddings,
+        raster=args.raster,
+        bbox=args.bbox,
+        resolution=args.resolution,
+        classes=tuple(args.classes) if args.classes else None,
+        lon_col=args.lon_col or "auto",
+        lat_col=args.lat_col or "auto",
+        delimiter=args.delimiter or "auto",
+    )
+    for line in run_predict(request):
+        print(line)
     return 0
 
 
@@ -299,7 +332,36 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--image-probs", help=".npy of p(y|I), (points in the split, classes): adds geo-aware metrics"
     )
+    evaluate.add_argument(
+        "--presence-absence",
+        nargs="?",
+        const="run",
+        metavar="FILE",
+        help="per-species AUC at presence-absence sites, with the KDE baseline "
+        "(no FILE: the run's --test sites)",
+    )
     evaluate.set_defaults(run=_cmd_evaluate)
+
+
+def _add_predict(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="scores at your points, embeddings, GeoTIFF range maps",
+        description="Per-species presence scores in [0, 1] of a trained model (a run, checkpoint "
+        "or model directory) at the points of a CSV, their location embeddings, or a GeoTIFF map.",
+    )
+    predict.add_argument("--checkpoint", required=True, help="run, checkpoint or model directory")
+    predict.add_argument("--points", help="CSV/TSV of points (its columns are kept in --out)")
+    predict.add_argument("--lon-col", help="longitude column of --points (default: by name)")
+    predict.add_argument("--lat-col", help="latitude column of --points (default: by name)")
+    predict.add_argument("--delimiter", help="field separator of --points (default: sniffed)")
+    predict.add_argument("--out", help="scores CSV: the points' rows plus one column per class")
+    predict.add_argument("--classes", nargs="+", metavar="NAME", help="only these classes")
+    predict.add_argument("--embeddings", metavar="NPY", help="location embeddings (points, E) .npy")
+    predict.add_argument("--raster", metavar="TIF", help="GeoTIFF of scores, one band per class")
+    predict.add_argument("--bbox", metavar="W,S,E,N", help="raster extent in degrees")
+    predict.add_argument("--resolution", type=float, metavar="DEG", help="raster cell size in degrees")
+    predict.set_defaults(run=_cmd_predict)
 
 
 def _add_build_default(commands: argparse._SubParsersAction) -> None:
@@ -355,6 +417,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_pretrain,
     _add_finetune,
     _add_evaluate,
+    _add_predict,
     _add_build_default,
     _add_build_captive,
     _add_experiment,
@@ -377,8 +440,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NEGATIVE_VALUE_OPTIONS = ("--bbox",)
+"""Options whose value may start with a minus sign (``--bbox -125,32,-114,42``), which argparse
+would otherwise read as another option."""
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--bbox -125,...`` -> ``--bbox=-125,...`` for :data:`NEGATIVE_VALUE_OPTIONS`."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] in NEGATIVE_VALUE_OPTIONS and arg.startswith("-") and arg[1:2].isdigit():
+            joined[-1] = f"{joined[-1]}={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)

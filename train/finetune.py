@@ -22,7 +22,7 @@ from train.config import FinetuneConfig, to_dict
 from train.data import SpeciesSplits, label_fraction_subset, load_species
 from train.engine import FitResult, run_task
 from train.runtime import Distributed
-from train.sites import mean_auc, per_species_auc
+from train.sites import mean_auc, per_species_auc, presence_scores
 
 
 class PresenceObjective(nn.Module):
@@ -168,7 +168,8 @@ class FinetuneTask:
             metrics |= evaluate_prior(self.model, self.val_lonlat, self.val_labels)["location"]
         if self.splits.val_sites is not None:
             sites, classes = self.splits.val_sites
-            metrics["auc"] = mean_auc(per_species_auc(site_scores(self.model, sites.lonlat, classes), sites))
+            scores = presence_scores(self.model, sites.lonlat, classes)
+            metrics["auc"] = mean_auc(per_species_auc(scores, sites))
         if self.metric is None or self.config.select == "last":
             return {"score": float(self.epochs_validated), **metrics}
         return {"score": metrics[self.metric], **metrics}
@@ -204,18 +205,6 @@ def validation_metric(config: FinetuneConfig, splits: SpeciesSplits) -> str | No
     if config.metric != "auc" and not has_presences:
         raise ValueError(f"metric {config.metric} needs held-out validation presences")
     return config.metric
-
-
-@torch.no_grad()
-def site_scores(model: LocationEncoder, lonlat: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Presence scores ``sigmoid(logit)`` ``(S, K)`` at ``lonlat (S, 2)`` degrees for the class
-    indices ``classes (K,)`` (eval mode, restored after)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    logits = model.class_logits(torch.as_tensor(lonlat, dtype=torch.float32, device=device))
-    model.train(was_training)
-    return torch.sigmoid(logits[:, torch.as_tensor(classes, device=device)]).cpu().double().numpy()
 
 
 MIN_RADIUS_PER_EXTENT = 1 / 50

@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy.stats import rankdata
 
 from csp.datasets import read_csv
 from csp.datasets.tabular import AUTO, sniff_delimiter
+from csp.models import LocationEncoder
 
 PRESENCE_COLUMNS = ("presence", "present", "pa", "occurrence", "occurrencestatus")
 _TRUE = {"1", "1.0", "present", "presence", "true", "yes", "y"}
@@ -142,6 +144,27 @@ def _read_long(
     return Sites(records.lonlat[first], list(records.class_names), presence, str(path))
 
 
+@torch.no_grad()
+def presence_scores(
+    model: LocationEncoder, lonlat: np.ndarray, classes: np.ndarray | None = None, batch: int = 65536
+) -> np.ndarray:
+    """Per-species presence scores ``sigmoid(logit)`` in [0, 1], ``(N, K)`` float32, at
+    ``lonlat (N, 2)`` degrees for the class indices ``classes (K,)`` (all when None). The model
+    is scored in eval mode and put back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pick = None if classes is None else torch.as_tensor(classes, dtype=torch.long, device=device)
+    out = []
+    for start in range(0, len(lonlat), batch):
+        where = torch.as_tensor(lonlat[start : start + batch], dtype=torch.float32, device=device)
+        logits = model.class_logits(where)
+        out.append(torch.sigmoid(logits if pick is None else logits[:, pick]).float().cpu())
+    model.train(was_training)
+    width = model.num_classes if classes is None else len(classes)
+    return torch.cat(out).numpy() if out else np.zeros((0, width), dtype=np.float32)
+
+
 def auc(scores: np.ndarray, presence: np.ndarray) -> float:
     """ROC AUC of ``scores (S,)`` against ``presence (S,)`` (1/0; NaN rows skipped); NaN when
     one of the two classes is missing."""
@@ -182,3 +205,126 @@ def match_species(sites: Sites, class_names: list[str]) -> tuple[Sites, np.ndarr
         sites.lonlat, [sites.species[k] for k in known], sites.presence[:, known], sites.source
     )
     return restricted, np.array([index[sites.species[k]] for k in known], dtype=np.int64)
+
+
+KDE_SITE_BANDWIDTHS_KM = (2.0, 5.0)
+"""Bandwidths tried for the KDE baseline besides ``csp.baselines.KDE_BANDWIDTHS_KM`` (a
+region a few degrees wide needs kernels narrower than 10 km)."""
+
+
+@dataclass(frozen=True)
+class SiteEvaluation:
+    """Per-species AUC of a model and of the KDE baseline at the same presence-absence sites.
+
+    Attributes:
+        rows: one dict per species (``species``, ``presences``, ``absences``, ``model_auc``,
+            ``kde_auc``), NaN AUC where a species lacks presences or absences there.
+        kde_bandwidth_km: the KDE bandwidth, chosen on the run's validation data.
+        kde_selected_by: how it was chosen (validation MRR or AUC).
+        sites: the number of sites.
+    """
+
+    rows: list[dict[str, float | int | str]]
+    kde_bandwidth_km: float
+    kde_selected_by: str
+    sites: int
+
+    def means(self) -> dict[str, float]:
+        """Mean AUC over the species where both are defined (the same species for both)."""
+        both = [r for r in self.rows if not (np.isnan(r["model_auc"]) or np.isnan(r["kde_auc"]))]
+        return {
+            "species": len(both),
+            "model_auc": float(np.mean([r["model_auc"] for r in both])) if both else float("nan"),
+            "kde_auc": float(np.mean([r["kde_auc"] for r in both])) if both else float("nan"),
+        }
+
+    def table(self) -> str:
+        """A plain-text table, species then the mean."""
+        lines = [f"{'species':<32} {'pres':>5} {'abs':>5} {'model':>7} {'KDE':>7}"]
+        for r in self.rows:
+            lines.append(
+                f"{str(r['species'])[:32]:<32} {r['presences']:>5} {r['absences']:>5} "
+                f"{r['model_auc']:>7.3f} {r['kde_auc']:>7.3f}"
+            )
+        m = self.means()
+        lines.append(
+            f"{'mean (' + str(m['species']) + ' species)':<44} {m['model_auc']:>7.3f} {m['kde_auc']:>7.3f}"
+        )
+        lines.append(
+            f"{self.sites} sites; KDE bandwidth {self.kde_bandwidth_km:g} km chosen by {self.kde_selected_by}"
+        )
+        return "\n".join(lines)
+
+
+def evaluate_presence_absence(checkpoint: str | Path, sites_path: str | Path | None = None) -> SiteEvaluation:
+    """Per-species AUC at presence-absence sites: the model vs the spherical KDE baseline.
+
+    The KDE is fitted on the run's training split (its config is read from the checkpoint, so
+    the data, cleaning and split are the same) with the bandwidth chosen on its validation data
+    (AUC at validation sites if the run had them, else MRR of validation presences), never on
+    the sites scored here. ``sites_path`` defaults to the run's own ``--test`` sites file.
+
+    Raises:
+        ValueError: no sites file, or none of its species is a class of the model.
+    """
+    from csp.baselines import KDE_BANDWIDTHS_KM, SphericalKDE, select_on_validation
+    from csp.checkpoint import read_meta
+    from train.config import DataConfig
+    from train.data import load_species
+    from train.predict import load_model
+
+    model = load_model(checkpoint)
+    data = DataConfig(**dict(read_meta(model.source).train.get("config", {}).get("data", {})))
+    splits = load_species(data)
+    if splits.class_names != model.class_names:
+        raise ValueError(
+            f"{checkpoint}: its training data no longer gives its {len(model.class_names)} classes"
+        )
+    if sites_path is None:
+        if splits.test_sites is None:
+            raise ValueError("give --presence-absence FILE (the run has no presence-absence test sites)")
+        sites, classes = splits.test_sites
+    else:
+        sites, classes = match_species(read_sites(sites_path, model.class_names), model.class_names)
+    records = splits.records
+    train = splits.train
+
+    def make(bandwidth: float) -> SphericalKDE:
+        return SphericalKDE(records.lonlat[train], records.labels[train], len(model.class_names), bandwidth)
+
+    candidates = sorted({*KDE_SITE_BANDWIDTHS_KM, *KDE_BANDWIDTHS_KM})
+    if splits.val_sites is not None:
+        val_sites, val_classes = splits.val_sites
+        tried = {
+            h: mean_auc(per_species_auc(_kde_scores(make(h), val_sites.lonlat, val_classes), val_sites))
+            for h in candidates
+        }
+        bandwidth, selected_by = max(tried, key=lambda h: tried[h]), "validation-site AUC"
+    elif len(splits.val):
+        val = splits.val
+        bandwidth = select_on_validation(make, candidates, records.lonlat[val], records.labels[val]).value
+        selected_by = "validation MRR"
+    else:
+        raise ValueError(f"{checkpoint}: the run has no validation data to choose the KDE bandwidth on")
+    model_auc = per_species_auc(presence_scores(model.encoder, sites.lonlat, classes), sites)
+    kde_auc = per_species_auc(_kde_scores(make(bandwidth), sites.lonlat, classes), sites)
+    rows = [
+        {
+            "species": name,
+            "presences": int((sites.presence[:, k] == 1).sum()),
+            "absences": int((sites.presence[:, k] == 0).sum()),
+            "model_auc": model_auc[name],
+            "kde_auc": kde_auc[name],
+        }
+        for k, name in enumerate(sites.species)
+    ]
+    return SiteEvaluation(rows, bandwidth, selected_by, len(sites.lonlat))
+
+
+def _kde_scores(kde, lonlat: np.ndarray, classes: np.ndarray, block: int = 4096) -> np.ndarray:
+    """The KDE's per-species log density ``(S, K)`` at ``lonlat`` for ``classes``."""
+    parts = [
+        kde.log_density(torch.as_tensor(lonlat[i : i + block]))[:, torch.as_tensor(classes)].cpu().numpy()
+        for i in range(0, len(lonlat), block)
+    ]
+    return np.concatenate(parts)
