@@ -655,8 +655,8 @@ def flag_country_centroids(
     lonlat: np.ndarray, countries: gpd.GeoDataFrame, config: CleaningConfig
 ) -> RuleResult:
     """Records within ``centroid_km`` of a country centroid (:func:`country_centroids`)."""
-    centroids = _unit_xyz(country_centroids(countries))
-    xyz = _unit_xyz(np.asarray(lonlat, dtype=np.float64))
+    centroids = unit_vectors(country_centroids(countries))
+    xyz = unit_vectors(np.asarray(lonlat, dtype=np.float64))
     drop = np.zeros(len(xyz), dtype=bool)
     for rows in _rows_in_chunks(len(xyz), len(centroids)):
         drop[rows] = (xyz[rows] @ centroids.T).max(axis=1) >= math.cos(config.centroid_km / EARTH_RADIUS_KM)
@@ -668,7 +668,7 @@ def zoo_rule_applies(lonlat: np.ndarray, config: CleaningConfig | None = None) -
     (an upper bound: twice the largest distance from their mean direction). Below that, no
     place can be "far" and the zoo rule has nothing to find."""
     config = config or CleaningConfig()
-    xyz = _unit_xyz(np.asarray(lonlat, dtype=np.float64))
+    xyz = unit_vectors(np.asarray(lonlat, dtype=np.float64))
     centre = xyz.mean(axis=0)
     norm = np.linalg.norm(centre)
     if norm < 1e-9:

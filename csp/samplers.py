@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from csp.geo import lonlat_grid
+from csp.geo import lonlat_grid, unit_vectors
 
 
 def sample_sphere(
@@ -250,12 +250,6 @@ def data_extent(lonlat: np.ndarray, buffer_deg: float = 0.0) -> BoxRegion:
     return BoxRegion(west, south, east, north)
 
 
-def _unit(lonlat: np.ndarray) -> np.ndarray:
-    rad = np.radians(lonlat)
-    cos_lat = np.cos(rad[:, 1])
-    return np.stack([cos_lat * np.cos(rad[:, 0]), cos_lat * np.sin(rad[:, 0]), np.sin(rad[:, 1])], 1)
-
-
 POOL_SIZE = 65536
 """Points drawn once (seed 0) from a polygon or hull region, among which ``from_sphere`` picks."""
 
@@ -342,7 +336,7 @@ class HullRegion(_RejectionRegion):
         import shapely
 
         lonlat = np.asarray(lonlat, dtype=np.float64)
-        xyz = _unit(lonlat)
+        xyz = unit_vectors(lonlat)
         centre = xyz.mean(axis=0)
         if np.linalg.norm(centre) < 1e-9:
             raise ValueError("the points surround the globe: they have no convex hull on the sphere")
@@ -376,7 +370,7 @@ class HullRegion(_RejectionRegion):
     def contains(self, lonlat: np.ndarray) -> np.ndarray:
         import shapely
 
-        coords = self._project(_unit(lonlat))
+        coords = self._project(unit_vectors(lonlat))
         inside = np.zeros(len(coords), dtype=bool)
         ok = ~np.isnan(coords).any(axis=1)
         inside[ok] = shapely.contains_xy(self.geometry, coords[ok, 0], coords[ok, 1])

@@ -374,7 +374,10 @@ def _adopt_checkpoint_model(tree: dict[str, Any], pairs: list[tuple[str, str]]) 
     init_from = asked[-1] if asked else tree.get("init_from")
     if not init_from or str(init_from).lower() in ("null", "none", "~"):
         return
-    from csp.checkpoint import read_meta
+    from csp.checkpoint import META_FILE, read_meta
+
+    if not (Path(str(init_from)) / META_FILE).is_file():
+        return  # no checkpoint there (yet): loading it at the start of the run says so
 
     source = dict(read_meta(str(init_from)).location_encoder)
     source.update(num_classes=0, num_users=0)

@@ -188,10 +188,15 @@ def write_raster(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     profile = {
-        "driver": "GTiff", "height": height, "width": width, "count": len(chosen), "dtype": "float32",
-        "crs": "EPSG:4326", "transform": Affine.translation(west, north) @ Affine.scale(resolution, -resolution),
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": len(chosen),
+        "dtype": "float32",
+        "crs": "EPSG:4326",
+        "transform": Affine.translation(west, north) @ Affine.scale(resolution, -resolution),
         "compress": "deflate",
-    }  # fmt: skip
+    }
     with rasterio.open(out, "w", **profile) as dataset:
         dataset.write(bands)
         for band, k in enumerate(chosen, start=1):
