@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from csp.encodings import encoding_defaults
 from csp.losses import CSPLossConfig
 from train.cli import main
 from train.config import (
@@ -45,7 +46,10 @@ def test_overrides_are_converted_to_the_field_types():
 
 
 def test_no_preset_gives_the_dataclass_defaults():
-    assert load_config(FinetuneConfig) == FinetuneConfig()
+    # ... with the encoding's arguments written out from the registry (the config says what it is).
+    defaults = FinetuneConfig()
+    defaults.model.encoding_kwargs = encoding_defaults(defaults.model.encoding)
+    assert load_config(FinetuneConfig) == defaults
     assert load_config(PretrainConfig).loss == CSPLossConfig()
 
 
