@@ -57,6 +57,9 @@ class CheckpointMeta:
         cosine_similarity: the image-location similarity is the cosine of the two embeddings
             (the CSP loss normalised them); False: the plain dot product.
         temperature: the CSP objective's temperature: similarities are divided by it.
+        image_size: square input size in pixels the image features were computed at (the
+            pre-training chips' pixels, e.g. 96); a query image must be encoded at the same
+            size. None: the encoder's own default.
         expert_range_species: classes whose prior rests partly on pseudo-presences sampled in
             their expert native range (flagged to users).
         metrics: evaluation figures.
@@ -71,6 +74,7 @@ class CheckpointMeta:
     class_names: list[str] = field(default_factory=list)
     cosine_similarity: bool = False
     temperature: float = 1.0
+    image_size: int | None = None
     expert_range_species: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from csp.captive import (
@@ -41,6 +40,7 @@ from csp.fusion import CONFIDENT, FusionParams, LinkArrays, calibrate, frequency
 from csp.geo import lonlat_grid, validate_lonlat
 from csp.models import LocationEncoder, LocationImageEncoder
 from csp.names import NameIndex, NameSearch
+from csp.places import WherePlaces, location_log_probs, where_places
 
 PRIOR_DIR = "prior"
 CSP_DIR = "csp"
@@ -435,27 +435,40 @@ class Predictor:
         location = (float(lonlat[0]), float(lonlat[1]))
         return GeoClassification(image_top, geo_top, location, moved, check.mode, check)
 
+    def _where_encoder(self) -> torch.nn.Module:
+        """The image encoder at the CSP model's :attr:`CheckpointMeta.image_size` (the chips it
+        was pre-trained on); features of another size land elsewhere in its space."""
+        encoder = self._require_image_encoder()
+        size = self.csp_meta.image_size if self.csp_meta is not None else None
+        if size is None or tuple(encoder.input_size[1:]) == (size, size):
+            return encoder
+        if getattr(self, "_sized_encoder", None) is None:
+            from csp.image_encoder import ImageEncoder
+
+            self._sized_encoder = ImageEncoder(encoder.model, encoder.name, image_size=size)
+        return self._sized_encoder
+
     @torch.inference_mode()
     def image_location_map(self, image: Image.Image, step_deg: float = 2.0) -> np.ndarray:
         """Where could this be: p(location | image) as probability mass per grid cell.
 
-        ``softmax_x(<e(x), W f(I)> / tau + log area(x))`` over the cell centres x of a
-        ``step_deg`` grid, ``(H, W)`` rows north -> south, summing to 1. The area term
-        (cos latitude) makes it a distribution over the sphere; divide by ``cos(lat)`` to get
-        the density (match strength per unit area) for drawing on a map.
+        :func:`csp.places.location_log_probs` over the cell centres of a ``step_deg`` grid,
+        ``(H, W)`` rows north -> south, summing to 1; the image is encoded at the size the CSP
+        model was pre-trained on. The area term (cos latitude) makes it a distribution over the
+        sphere; divide by ``cos(lat)`` to get the density (match strength per unit area) for
+        drawing on a map.
         """
-        encoder = self._require_image_encoder()
         if self.csp_model is None:
             raise RuntimeError("this model directory has no pre-trained CSP model (csp/)")
-        features, _ = encoder.encode([image.convert("RGB")])
-        query = self.csp_model.encode_images(features.to(self.device).float())[0]
+        features, _ = self._where_encoder().encode([image.convert("RGB")])
+        query = self.csp_model.encode_images(features.to(self.device).float())
         embeddings = self._grid_embeddings(float(step_deg), CSP_DIR)
-        if self.cosine_similarity:
-            query, embeddings = F.normalize(query, dim=-1), F.normalize(embeddings, dim=-1)
-        logits = embeddings @ query / self.temperature
-        height = round(180 / step_deg)
-        # Weight each cell by its area (cos lat) so the map is a distribution over the sphere.
-        lat = torch.from_numpy(lonlat_grid(step_deg)[:, 0, 1]).to(self.device)
-        log_area = torch.log(torch.cos(torch.deg2rad(lat)).clamp(min=1e-6))
-        logits = logits.view(height, 2 * height) + log_area[:, None]
-        return torch.softmax(logits.flatten(), 0).view(height, 2 * height).cpu().numpy()
+        grid = lonlat_grid(step_deg)
+        lat = torch.from_numpy(grid[..., 1].reshape(-1)).to(self.device)
+        log_mass = location_log_probs(query, embeddings, lat, self.temperature, self.cosine_similarity)[0]
+        return log_mass.exp().view(grid.shape[:2]).cpu().numpy()
+
+    def where_places(self, image: Image.Image, k: int = 5, step_deg: float = 1.0) -> WherePlaces:
+        """The ``k`` top distinct places of :meth:`image_location_map` with their share of the
+        probability mass, and whether the map is flat (:func:`csp.places.where_places`)."""
+        return where_places(self.image_location_map(image, step_deg), k)

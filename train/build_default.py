@@ -52,11 +52,15 @@ from train.geoaware import build_captive
 from train.pretrain import run_pretrain
 from train.runtime import select_device
 from train.where import (
+    HOLDOUT_KM,
     PHOTO_ROWS,
+    WhereOptions,
     away_from_benchmark,
     first_away_from_benchmark,
     photo_lonlat,
+    render_where,
     sample_land,
+    where_report,
 )
 
 BLUE_MARBLE = "assets/basemap/blue_marble_5400x2700.jpg"
@@ -235,7 +239,12 @@ def build_default(options: BuildOptions) -> str:
     ).tolist()
     save_checkpoint(out / "prior", prior, meta)
     csp_model, csp_meta = load_checkpoint(pretrained.best_dir)
+    csp_meta.image_size = plan.chip_px  # the app encodes query images like the chips
     save_checkpoint(out / "csp", csp_model, csp_meta)
+    # Where could this be: held-out chips (too slow for the quick build's tests).
+    where = None if options.quick else where_report(
+        WhereOptions(chips=work / "chips", checkpoints=(out / "csp",), out=work / "where", device=str(device))
+    )
     build_captive(out, data)  # captive_places.csv: the zoo rule's places (csp.captive)
     timings["total"] = time.perf_counter() - started
     report = {
@@ -251,6 +260,7 @@ def build_default(options: BuildOptions) -> str:
             if k.startswith("val_retrieval_")
         },
         "test": test_metrics,
+        "where": where,
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -274,12 +284,17 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         "## Pre-training (self-supervised, no labels)",
         f"- {plan['photo_points']:,} MP-16 photo locations + {plan['sphere_points']:,} points uniform on "
-        f"the sphere; Blue Marble chips of {plan['chip_size_deg']} deg at {plan['chip_px']} px, "
-        "frozen `tf_efficientnet_lite0` features.",
+        f"the sphere + {plan['land_points']:,} points uniform over land, all farther than "
+        f"{HOLDOUT_KM:g} km from the where-benchmark's points; Blue Marble chips of "
+        f"{plan['chip_size_deg']} deg at {plan['chip_px']} px, frozen `tf_efficientnet_lite0` features.",
         f"- {report['pairs_near_held_out']:,} pairs within {HELD_OUT_RADIUS_KM:g} km of a validation or test "
         "observation were left out of pre-training (MP-16 and the species photos are both Flickr).",
         f"- CSP-MC-BLD, {plan['pretrain_epochs']} epochs. Held-out image -> location retrieval: "
         + ", ".join(f"{k} {v:.1f}%" for k, v in report["pretrain"].items()),
+        "",
+        "## Where could this be (image -> location on held-out chips, `python -m train experiment where`)",
+        "",
+        render_where(report["where"]) if report.get("where") else "Not run in a quick build.",
         "",
         "## Fine-tuning data (YFCC species observations)",
         f"- {data['observations']:,} observations of {data['classes']:,} species kept after cleaning; "

@@ -337,8 +337,9 @@ def method_guesses(options: WhereOptions, bench: BenchChips) -> list[Guesses]:
     return methods
 
 
-def run_where(options: WhereOptions) -> str:
-    """Score every method on the benchmark; writes ``<out>/where.json`` and ``where.md``."""
+def where_report(options: WhereOptions) -> dict[str, Any]:
+    """Score every method on the benchmark; writes ``<out>/where.json`` and ``where.md`` and
+    returns the report (``results``: method -> part -> top1/top5 -> :func:`error_summary`)."""
     bench = load_bench(options.chips, options.split, options.device)
     methods = method_guesses(options, bench)
     results = {m.name: score(m, bench) for m in methods}
@@ -354,9 +355,13 @@ def run_where(options: WhereOptions) -> str:
               "map_step_deg": MAP_STEP_DEG, "results": results, "csp_minus_gallery": comparisons}
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / "where.json").write_text(json.dumps(report, indent=2))
-    text = render_where(report)
-    (options.out / "where.md").write_text(text)
-    return text
+    (options.out / "where.md").write_text(render_where(report))
+    return report
+
+
+def run_where(options: WhereOptions) -> str:
+    """``python -m train experiment where``: :func:`where_report` as Markdown."""
+    return render_where(where_report(options))
 
 
 def _cells(summary: dict[str, float]) -> str:
