@@ -18,7 +18,7 @@ of the mass). Locations are (lon, lat) in degrees; distances are great-circle km
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -46,11 +46,13 @@ class Place:
 
 @dataclass(frozen=True)
 class WherePlaces:
-    """The top places of one map, its :func:`concentration` and whether it :func:`is_flat`."""
+    """The top places of one map, its :func:`concentration`, whether it :func:`is_flat`, and
+    the ``(H, 2H)`` map itself (mass per cell, rows north -> south)."""
 
     places: list[Place]
     concentration: float
     flat: bool
+    mass_map: np.ndarray = field(compare=False, repr=False)
 
 
 def distinct_peaks(
@@ -134,7 +136,7 @@ def is_flat(mass_map: np.ndarray) -> bool:
 def where_places(mass_map: np.ndarray, k: int = 5) -> WherePlaces:
     """:func:`top_places`, :func:`concentration` and :func:`is_flat` of one map."""
     c = concentration(mass_map)
-    return WherePlaces(top_places(mass_map, k), c, c < FLAT_CONCENTRATION)
+    return WherePlaces(top_places(mass_map, k), c, c < FLAT_CONCENTRATION, np.asarray(mass_map))
 
 
 def location_log_probs(

@@ -85,6 +85,7 @@ class BuildPlan:
     land_points: int = 10_000
     chip_size_deg: float = 2.0
     chip_px: int = 96
+    pretrain_preset: str = "csp-globe"  # train/configs/csp-globe.yaml (issue 16)
     pretrain_epochs: int = 30
     pretrain_batch: int = 1024
     finetune_epochs: int = 40
@@ -200,11 +201,11 @@ def build_default(options: BuildOptions) -> str:
     merge_shards(features_dir)
     timings["features"] = time.perf_counter() - started
 
-    # 2. CSP-MC-BLD pre-training (no labels), on pairs away from held-out observations.
+    # 2. CSP pre-training (no labels), on pairs away from held-out observations.
     data = DataConfig(split_seed=options.seed)
     splits = load_species(data)
     pretrain_run, finetune_run = RunDir(work / "pretrain"), RunDir(work / "finetune")
-    pretrain_config = load_config(PretrainConfig, "csp-mc-bld")
+    pretrain_config = load_config(PretrainConfig, plan.pretrain_preset)
     pretrain_config = replace(
         pretrain_config,
         features=str(features_dir),
@@ -289,7 +290,8 @@ def render_report(report: dict[str, Any]) -> str:
         f"{plan['chip_size_deg']} deg at {plan['chip_px']} px, frozen `tf_efficientnet_lite0` features.",
         f"- {report['pairs_near_held_out']:,} pairs within {HELD_OUT_RADIUS_KM:g} km of a validation or test "
         "observation were left out of pre-training (MP-16 and the species photos are both Flickr).",
-        f"- CSP-MC-BLD, {plan['pretrain_epochs']} epochs. Held-out image -> location retrieval: "
+        f"- CSP-MC-BLD (preset `{plan['pretrain_preset']}`), {plan['pretrain_epochs']} epochs. Held-out "
+        "image -> location retrieval: "
         + ", ".join(f"{k} {v:.1f}%" for k, v in report["pretrain"].items()),
         "",
         "## Where could this be (image -> location on held-out chips, `python -m train experiment where`)",
