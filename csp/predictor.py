@@ -188,7 +188,6 @@ class Predictor:
             raise ValueError(f"class_frequency must be {n} positive numbers, one per class")
         self.captive_sites = captive_sites or CaptiveSites([])
         self.fusion = fusion or FusionParams()
-        self._link = LinkArrays.from_mapping(self.species_link)
         self._names: NameIndex | None = None
         self._grid_embeddings = lru_cache(maxsize=4)(self._grid_embeddings_uncached)
 
@@ -281,6 +280,11 @@ class Predictor:
         from csp.hub import save_pretrained
 
         return save_pretrained(self, directory)
+
+    @property
+    def _link(self) -> LinkArrays:
+        """The species link as aligned arrays (read from ``species_link`` on each use)."""
+        return LinkArrays.from_mapping(self.species_link)
 
     @property
     def has_image_encoder(self) -> bool:
@@ -401,10 +405,11 @@ class Predictor:
             where = None if lonlat is None else (float(lonlat[0]), float(lonlat[1]))
             return GeoClassification(image_top, image_top, where, [])
         prior = self.normalised_prior(np.array([lonlat]))[0]  # validates the location
-        fused = fuse(raw, prior, self.class_frequency, self._link, self.fusion)
+        link = self._link
+        fused = fuse(raw, prior, self.class_frequency, link, self.fusion)
         image_probs = fused.image_probs[0]
         top = int(np.argmax(image_probs))
-        position = {int(i): j for j, i in enumerate(self._link.image_index)}
+        position = {int(i): j for j, i in enumerate(link.image_index)}
         top_ratio = float(fused.ratio[0, position[top]]) if top in position else None
         check = assess_captive(
             mode,
@@ -427,7 +432,7 @@ class Predictor:
                         names[index],
                         int(before[index]),
                         int(after[index]),
-                        float(prior[self._link.species_index[j]]),
+                        float(prior[link.species_index[j]]),
                         float(fused.ratio[0, j]),
                         factor,
                     )
