@@ -26,13 +26,13 @@ from app.ranges import range_geojson, selected_area_km2
 from app.raster import colorize, composite, png_data_uri
 from csp.geo import haversine_km, lonlat_grid, parse_lonlat_pair, validate_lonlat, wrap_lon
 from csp.names import is_scientific_name
+from csp.places import PLACE_SEPARATION_KM, WherePlaces
 from csp.predictor import ClassScore, GeoClassification, Move, Predictor
 
 RANGE_STEP_DEG = 1.0
 WHERE_STEP_DEG = 2.0
 WHERE_HIDE_BELOW = 0.1  # on the square-root scale: cells below 1% of the peak density
 MAX_PLACES = 10  # places listed by "where could this be" (the UI slider goes to 10)
-PLACE_RADIUS_KM = 500.0
 EXPORT_WIDTH = 1440
 PRIOR_LABEL = "p(species | observation here) %"
 """The location prior as the app shows it: normalised over the classes, in percent."""
@@ -70,7 +70,7 @@ NO_LOCATION = (
     "No location: showing the image-only scores (geo-aware = image-only). "
     "Click the map or type 'lat, lon' to re-rank by location."
 )
-PLACE_COLUMNS = ["rank", "lat", "lon", "country", f"p within {PLACE_RADIUS_KM:.0f} km"]
+PLACE_COLUMNS = ["rank", "lat", "lon", "country", f"share of p within {PLACE_SEPARATION_KM:,.0f} km %"]
 EXPERT_NOTE = (
     "rests partly on expert-range pseudo-presences (points sampled inside the native "
     "countries where too few wild observations remained), not only on observations"
@@ -270,32 +270,21 @@ def _classification_note(result: GeoClassification, where: str, has_link: bool) 
     return f"Re-ranked by the location prior at {where}: {moved}.{flag} {UNLINKED_NOTE}"
 
 
-def top_places(
-    grid: np.ndarray, n: int, radius_km: float = PLACE_RADIUS_KM
-) -> list[tuple[float, float, float]]:
-    """The ``n`` highest peaks of a probability grid at least ``2 * radius_km`` apart.
-
-    Args:
-        grid: ``(H, 2H)`` probabilities over the globe (rows north -> south), summing to 1.
-        n: number of places.
-        radius_km: a place's probability is the mass of the cells within this distance.
-
-    Returns:
-        ``[(lon, lat, probability mass), ...]`` of peak cell centres, largest mass first.
-    """
-    centres = lonlat_grid(180.0 / grid.shape[0]).reshape(-1, 2)
-    flat = np.asarray(grid, dtype=np.float64).reshape(-1)
-    order = np.argsort(-flat, kind="stable")
-    places: list[tuple[float, float, float]] = []
-    for index in order:
-        point = centres[index]
-        if places and (haversine_km(np.array([p[:2] for p in places]), point) < 2 * radius_km).any():
-            continue
-        mass = float(flat[haversine_km(centres, point) <= radius_km].sum())
-        places.append((float(point[0]), float(point[1]), mass))
-        if len(places) == n:
-            break
-    return sorted(places, key=lambda place: -place[2])
+def where_message(result: WherePlaces, country: str) -> str:
+    """The where-tab summary: the top place with its share of the probability mass, and a
+    warning when the map is flat (:data:`csp.places.FLAT_CONCENTRATION`)."""
+    top = result.places[0]
+    message = (
+        f"Most likely around {top.lat:.1f}, {top.lon:.1f} ({country}): {top.mass:.0%} of the "
+        f"probability lies within {PLACE_SEPARATION_KM:,.0f} km of it."
+    )
+    if result.flat:
+        message += (
+            f" The map is nearly flat (its mass is spread like a uniform guess over "
+            f"{1 / result.concentration:.0%} of the globe's area): the model cannot tell where this "
+            "is, and the places listed are little better than a guess."
+        )
+    return message
 
 
 class Handlers:
@@ -545,13 +534,13 @@ class Handlers:
         predictor = self.slot.predictor
         if not predictor.has_image_to_location:
             raise ValueError("the loaded model has no pre-trained CSP image-location model")
-        grid = predictor.image_location_map(photo.image, step_deg=WHERE_STEP_DEG)
-        places = top_places(grid, min(max(int(n_places), 1), MAX_PLACES))
-        names = self.countries.names_at(np.array([p[:2] for p in places]))
+        result = predictor.where_places(photo.image, min(max(int(n_places), 1), MAX_PLACES), WHERE_STEP_DEG)
+        grid, places = result.mass_map, result.places
+        names = self.countries.names_at(np.array([[p.lon, p.lat] for p in places]))
         table = pd.DataFrame(
             [
-                [rank, round(lat, 1), round(lon, 1), name or OPEN_WATER, round(mass, 4)]
-                for rank, ((lon, lat, mass), name) in enumerate(zip(places, names, strict=True), 1)
+                [rank, round(p.lat, 1), round(p.lon, 1), name or OPEN_WATER, percent(p.mass)]
+                for rank, (p, name) in enumerate(zip(places, names, strict=True), 1)
             ],
             columns=PLACE_COLUMNS,
         )
@@ -565,12 +554,12 @@ class Handlers:
             png_data_uri(colorize(relative, WHERE_HIDE_BELOW)),
             Legend("p(location | image), √ relative to peak", "0", "peak"),
         )
-        message = f"Most likely around {places[0][1]:.1f}, {places[0][0]:.1f} ({table.iloc[0]['country']})."
+        message = where_message(result, table.iloc[0]["country"])
         photo_marker = None
         if photo.gps.lonlat is not None:
             lon, lat = photo.gps.lonlat
             photo_marker = Marker(lon, lat, "where the photo was taken (EXIF GPS)")
-            distance = float(haversine_km(np.array(places[0][:2]), np.array([lon, lat])))
+            distance = float(haversine_km(np.array([places[0].lon, places[0].lat]), np.array([lon, lat])))
             message += f" The photo's EXIF GPS is {distance:,.0f} km from the top place."
         return WhereView(heat, table, message, photo_marker)
 

@@ -27,7 +27,7 @@ from app.handlers import (
     format_location,
     parse_location,
     readable_class_name,
-    top_places,
+    where_message,
 )
 from app.model import ModelSlot
 from app.photos import PhotoError, load_photo
@@ -35,6 +35,7 @@ from app.static import StaticAssets
 from csp.checkpoint import CheckpointError, describe_model, save_checkpoint
 from csp.geo import lonlat_grid
 from csp.models import LocationEncoder, LocationEncoderConfig
+from csp.places import where_places
 
 
 @pytest.fixture(scope="module")
@@ -310,21 +311,24 @@ def test_classify_bad_files(handlers, tmp_path):
 # --- where could this be ----------------------------------------------------------------------
 
 
-def test_top_places_are_separate_peaks():
-    grid = np.full((90, 180), 1e-9)
-    grid[20, 100] = 0.5  # lat 49, lon 21
-    grid[21, 100] = 0.2  # its neighbour: same place
-    grid[60, 30] = 0.3  # lat -31, lon -119
-    grid /= grid.sum()
-    places = top_places(grid, 2)
-    assert [(round(lon), round(lat)) for lon, lat, _ in places] == [(21, 49), (-119, -31)]
-    assert places[0][2] == pytest.approx(0.7, abs=0.01)  # both cells within 500 km
+def test_where_message_warns_when_the_map_is_flat():
+    lat = 90 - (np.arange(90) + 0.5) * 2
+    area = np.cos(np.radians(lat))[:, None] * np.ones(180)
+    flat = where_places(area / area.sum(), k=2)
+    assert flat.flat and "nearly flat" in where_message(flat, "France") and "100%" in where_message(flat, "x")
+    peaked = np.full((90, 180), 1e-12)
+    peaked[20, 100] = 1.0  # lat 49, lon 21
+    sharp = where_places(peaked / peaked.sum(), k=2)
+    text = where_message(sharp, "Poland")
+    assert text.startswith("Most likely around 49.0, 21.0 (Poland): 100% of the probability")
+    assert "flat" not in text
 
 
 def test_where_lists_places_and_shows_the_photo_gps(handlers, app_predictor, gps_photo):
     view = handlers.where(str(gps_photo), n_places=4)
     assert list(view.places.columns) == PLACE_COLUMNS and len(view.places) == 4
-    assert view.places[PLACE_COLUMNS[-1]].is_monotonic_decreasing
+    shares = view.places[PLACE_COLUMNS[-1]]
+    assert shares.between(0, 100).all() and shares.sum() <= 100.05
     assert _png_shape(view.heat.image_uri) == (90, 180, 4)
     mass = app_predictor.image_location_map(load_photo(gps_photo).image, step_deg=2.0)
     # The map shows density (mass per unit area): cells below 1% of its peak are hidden.
