@@ -506,7 +506,9 @@ class RowFile:
 
     def read_into(self, rows: Tensor, out: Tensor) -> None:
         """Fill ``out`` ``(len(rows), F)`` float16 (contiguous, on the host) with ``rows``."""
-        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.shape[0]):
+        if rows.numel() == 0:
+            return
+        if int(rows.min()) < 0 or int(rows.max()) >= self.shape[0]:
             raise IndexError(f"row index out of range for {self.shape[0]} rows")
         buffer = memoryview(out.numpy()).cast("B")
         size = self.row_bytes

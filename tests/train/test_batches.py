@@ -2,6 +2,7 @@
 negatives from the sampler they are given, split across processes like the batch."""
 
 import numpy as np
+import pytest
 import torch
 
 from csp.checkpoint import load_checkpoint
@@ -87,3 +88,13 @@ def test_the_objective_draws_its_negatives_from_the_sampler_it_is_given():
     loss, terms = task.objective(torch.arange(128), torch.Generator().manual_seed(0))
     assert calls == [128 * 3]
     assert torch.isfinite(loss) and "random_location" in terms
+
+
+def test_a_row_file_reads_the_rows_asked_for(tmp_path):
+    features = np.arange(40, dtype=np.float16).reshape(10, 4)
+    store = write_store(tmp_path / "store", np.zeros((10, 2)), features, "synthetic")
+    rows, _ = store.tensors(random_access=True)
+    assert rows.shape == (10, 4) and rows[torch.tensor([], dtype=torch.long)].shape == (0, 4)
+    np.testing.assert_array_equal(rows[torch.tensor([7, 2, 7])].numpy(), features[[7, 2, 7]])
+    with pytest.raises(IndexError):
+        rows[torch.tensor([10])]
