@@ -50,6 +50,7 @@ PHOTOS = [
     *sorted((REPO / "tests/fixtures/photos/landmarks").glob("*.jpg")),
     *sorted((REPO / "tests/fixtures/photos/cities").glob("*.*")),
 ]
+CONNECT_TIMEOUT_S = 120.0
 MIX = {"map click (/prior)": 0.4, "range (/range)": 0.25, "classify (/classify)": 0.25, "where (/where)": 0.1}
 
 
@@ -138,7 +139,8 @@ def run_user(
     from gradio_client import Client
 
     rng = np.random.default_rng(1000 + user)
-    client = Client(url, verbose=False)
+    # A generous timeout: on a loaded machine fetching the app's config can take a while.
+    client = Client(url, verbose=False, httpx_kwargs={"timeout": CONNECT_TIMEOUT_S})
     senders = request_senders(client, classes, places)
     kinds = rng.choice(list(MIX), size=n, p=list(MIX.values()))
     for kind in kinds:
