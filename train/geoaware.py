@@ -231,8 +231,11 @@ def simulate(
 
 
 def old_rule(predictor: Predictor, pairs: Pairs, confidences: Sequence[float] = CONFIDENCES) -> Outcome:
-    """The rule this replaces: image probability times the presence score, renormalised."""
-    presence = predictor.prior(pairs.lonlat).astype(np.float64)
+    """The rule this replaces: image probability times the network's sigmoid presence score
+    (its reference-API output, whatever :meth:`Predictor.prior` normalises), renormalised."""
+    with torch.inference_mode():
+        lonlat = torch.from_numpy(np.asarray(pairs.lonlat, dtype=np.float32)).to(predictor.device)
+        presence = predictor.prior_model(lonlat).double().cpu().numpy()
     rows = np.arange(len(pairs))
     s_true, s_sister = presence[rows, pairs.truth], presence[rows, pairs.sister]
     fixed = {c: int(((1 - c) * s_true > c * s_sister).sum()) for c in confidences}
