@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from csp.covariates import LANDCOVER_CLASSES, LANDCOVER_RES_DEG, LandCover
 from csp.geo import km_to_radians, unit_vectors
 from csp.metrics import rank_summary, true_class_ranks
 
@@ -228,3 +229,90 @@ def select_on_validation(
 
 KDE_BANDWIDTHS_KM = (10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
 KNN_KS = (1, 3, 10, 30, 50, 100, 300)
+
+
+class HabitatRatio:
+    """How much more likely each species is in the land cover around ``x`` than species overall.
+
+    With ``q(x)`` the MODIS land-cover class shares in the ``scale_deg`` block around ``x``
+    (:class:`csp.covariates.LandCover`; ``scale_deg = 0.05`` is the one-hot class of the cell),
+    ``g`` their mean over all training points and ``p_s`` the smoothed mean over species s's
+    points, ``p_s = (sum_{i in s} q(x_i) + alpha g) / (n_s + alpha)``, the score is::
+
+        log sum_c q(x)_c p_s[c] / g[c]      (0 for a species whose habitat mix is average)
+
+    a naive-Bayes habitat term that :class:`csp.prior.LocationPrior` adds to the KDE.
+
+    Args:
+        lonlat, labels, num_classes: the training observations, as for :class:`SphericalKDE`.
+        scale_deg: 0.05 (the cell's class) or a share scale of :class:`csp.covariates.LandCover`.
+        smoothing: ``alpha``, pseudo-observations of the average habitat mix per species.
+    """
+
+    def __init__(
+        self,
+        lonlat: np.ndarray | Tensor,
+        labels: np.ndarray | Tensor,
+        num_classes: int,
+        scale_deg: float = 2.0,
+        smoothing: float = 2.0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if smoothing <= 0:
+            raise ValueError(f"smoothing must be positive, got {smoothing}")
+        self.device = torch.device(device)
+        self.scale_deg = float(scale_deg)
+        self.onehot = abs(self.scale_deg - LANDCOVER_RES_DEG) < 1e-9
+        self.landcover = LandCover(() if self.onehot else (self.scale_deg,)).to(self.device)
+        labels_t = _as_tensor(labels, self.device, torch.int64)
+        q = self.features(_as_tensor(lonlat, self.device, torch.float64))
+        overall = q.mean(0) + 1e-4
+        self.overall = overall / overall.sum()
+        counts = _class_counts(labels_t, num_classes).double()
+        sums = torch.zeros(num_classes, q.shape[1], dtype=torch.float64, device=self.device).index_add_(
+            0, labels_t, q
+        )
+        per_species = (sums + smoothing * self.overall) / (counts[:, None] + smoothing)
+        self.weights = (per_species / self.overall).T.contiguous()  # (K, C)
+
+    def features(self, lonlat: Tensor) -> Tensor:
+        """``(b, 2)`` degrees -> ``(b, 17)`` land-cover shares (or one-hot), float64."""
+        features = self.landcover(lonlat.to(self.device, torch.float64))
+        return features[:, :LANDCOVER_CLASSES] if self.onehot else features[:, LANDCOVER_CLASSES:]
+
+    def __call__(self, lonlat: Tensor) -> Tensor:
+        return torch.log(self.features(lonlat) @ self.weights)
+
+
+def standard_baselines(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    device: str | torch.device = "cpu",
+) -> dict[str, tuple[Scorer, str]]:
+    """The baselines every table carries, their settings chosen on ``val``.
+
+    Args:
+        train: ``(lonlat (T, 2) degrees, labels (T,))`` training observations.
+        val: ``(lonlat (V, 2), labels (V,))`` validation observations.
+        num_classes: C.
+
+    Returns:
+        ``{name: (scorer, chosen setting as text)}`` for class frequency, the spherical KDE
+        (bandwidth from :data:`KDE_BANDWIDTHS_KM`) and kNN voting (k from :data:`KNN_KS`).
+    """
+    lonlat, labels = train
+    kde = select_on_validation(
+        lambda h: SphericalKDE(lonlat, labels, num_classes, h, device=device), KDE_BANDWIDTHS_KM, *val
+    )
+    knn = select_on_validation(
+        lambda k: KNNVote(lonlat, labels, num_classes, int(k), device=device), KNN_KS, *val
+    )
+    return {
+        "class frequency": (ClassFrequency(labels, num_classes, device=device), "training counts"),
+        "KDE": (
+            SphericalKDE(lonlat, labels, num_classes, kde.value, device=device),
+            f"bandwidth {kde.value:g} km",
+        ),
+        "kNN": (KNNVote(lonlat, labels, num_classes, int(knn.value), device=device), f"k = {int(knn.value)}"),
+    }

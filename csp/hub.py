@@ -145,6 +145,7 @@ def save_pretrained(
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(model, Predictor):
         save_checkpoint(directory / PRIOR_DIR, model.prior_model, model.prior_meta)
+        model.location_prior.save(directory / PRIOR_DIR)  # prior.json (+ its training points)
         if model.csp_model is not None and model.csp_meta is not None:
             save_checkpoint(directory / CSP_DIR, model.csp_model, model.csp_meta)
         if model.link_file is not None and model.link_file.resolve() != (directory / LINK_FILE).resolve():

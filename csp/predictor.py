@@ -41,6 +41,7 @@ from csp.geo import lonlat_grid, validate_lonlat
 from csp.models import LocationEncoder, LocationImageEncoder
 from csp.names import NameIndex, NameSearch
 from csp.places import WherePlaces, location_log_probs, where_places
+from csp.prior import LocationPrior
 
 PRIOR_DIR = "prior"
 CSP_DIR = "csp"
@@ -135,6 +136,8 @@ class Predictor:
         prior_meta, csp_meta: the checkpoint metadata the models were loaded with (kept so
             :meth:`save_pretrained` writes them back unchanged; built from the models if None).
         link_file: the species-link CSV the link was read from (copied by ``save_pretrained``).
+        location_prior: how the network's logits become p(species | x) (:mod:`csp.prior`);
+            default: the network alone, softmax-normalised with temperature 1.
     """
 
     def __init__(
@@ -155,6 +158,7 @@ class Predictor:
         prior_meta: CheckpointMeta | None = None,
         csp_meta: CheckpointMeta | None = None,
         link_file: str | Path | None = None,
+        location_prior: LocationPrior | None = None,
     ) -> None:
         if prior_model.class_emb is None or prior_model.num_classes != len(class_names):
             raise ValueError(
@@ -163,6 +167,7 @@ class Predictor:
             )
         self.device = torch.device(device)
         self.prior_model = prior_model.to(self.device).eval()
+        self.location_prior = location_prior or LocationPrior(self.prior_model)
         self.class_names = list(class_names)
         self._index = {name: i for i, name in enumerate(self.class_names)}
         self.csp_model = csp_model.to(self.device).eval() if csp_model is not None else None
@@ -209,7 +214,9 @@ class Predictor:
             directory = default_model_dir()
         directory = Path(directory)
         bare_checkpoint = (directory / META_FILE).is_file()
-        prior_model, meta = _load_prior(directory if bare_checkpoint else directory / PRIOR_DIR, device)
+        prior_dir = directory if bare_checkpoint else directory / PRIOR_DIR
+        prior_model, meta = _load_prior(prior_dir, device)
+        location_prior = LocationPrior.load(prior_dir, prior_model)
         csp_model = None
         csp_meta = None
         image_encoder_name = meta.image_encoder
@@ -241,11 +248,12 @@ class Predictor:
             cosine_similarity=csp_meta.cosine_similarity if csp_meta is not None else False,
             temperature=csp_meta.temperature if csp_meta is not None else 1.0,
             captive_sites=CaptiveSites(read_captive_places(captive)) if captive.is_file() else None,
-            class_frequency=frequency_from_counts(counts) if counts else None,
+            class_frequency=frequency_from_counts(counts) if counts else location_prior.class_frequency(),
             device=device,
             prior_meta=meta,
             csp_meta=csp_meta,
             link_file=link_file,
+            location_prior=location_prior,
         )
 
     def with_prior(self, checkpoint: str | Path, link_file: str | Path | None = None) -> Predictor:
@@ -253,6 +261,7 @@ class Predictor:
         keeps this one's image encoder and CSP model; the species link is re-read from
         ``link_file`` against the new class names (only classes in the new prior re-weight)."""
         prior_model, meta = _load_prior(Path(checkpoint), self.device)
+        location_prior = LocationPrior.load(Path(checkpoint), prior_model)
         link: dict[int, int] = {}
         if self.image_encoder is not None and link_file is not None and Path(link_file).is_file():
             from csp.species_link import load_species_link
@@ -269,10 +278,12 @@ class Predictor:
             temperature=self.temperature,
             captive_sites=self.captive_sites,
             fusion=self.fusion,
+            class_frequency=location_prior.class_frequency(),
             device=self.device,
             prior_meta=meta,
             csp_meta=self.csp_meta,
             link_file=link_file if link else None,
+            location_prior=location_prior,
         )
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -301,10 +312,15 @@ class Predictor:
         validate_lonlat(array, source="location")
         return torch.from_numpy(array).to(self.device)
 
-    @torch.inference_mode()
     def prior(self, lonlat: np.ndarray) -> np.ndarray:
-        """``(N, 2)`` degrees -> ``(N, C)`` prior probabilities in [0, 1]."""
-        return self.prior_model(self._tensor(lonlat)).float().cpu().numpy()
+        """p(species | an observation at x): ``(N, 2)`` degrees -> ``(N, C)`` float64, rows
+        summing to 1 (temperature fitted on validation, see :mod:`csp.prior`)."""
+        return self.location_prior.probabilities(self._tensor(lonlat)).cpu().numpy()
+
+    def range_scores(self, lonlat: np.ndarray) -> np.ndarray:
+        """Per-species presence scores in [0, 1] (what range maps draw; not normalised over
+        species, not a probability of being observed): ``(N, 2)`` degrees -> ``(N, C)``."""
+        return self.location_prior.range_scores(self._tensor(lonlat)).float().cpu().numpy()
 
     @torch.inference_mode()
     def embed(self, lonlat: np.ndarray, which: str = "auto") -> np.ndarray:
@@ -367,13 +383,9 @@ class Predictor:
         return self.image_encoder
 
     def normalised_prior(self, lonlat: np.ndarray) -> np.ndarray:
-        """``(N, 2)`` degrees -> ``(N, C)`` p(species | x), rows summing to 1.
-
-        Until :meth:`prior` returns normalised rows itself (issue 11), the presence scores are
-        divided by their sum; on normalised rows this is a no-op.
-        """
-        prior = self.prior(lonlat).astype(np.float64)
-        return prior / prior.sum(axis=1, keepdims=True)
+        """``(N, 2)`` degrees -> ``(N, C)`` p(species | x), rows summing to 1: :meth:`prior`
+        (kept as a name for the fusion callers)."""
+        return self.prior(lonlat)
 
     def geo_reweight(
         self, image_probs: np.ndarray, lonlat: tuple[float, float], prior: np.ndarray | None = None

@@ -34,8 +34,10 @@ from csp.cleaning import load_countries, load_native_ranges, native_country_code
 from csp.datasets import GeoRecords
 from csp.features import ImageRecord, extract_features, merge_shards
 from csp.image_encoder import create_image_encoder
+from csp.prior import LocationPrior, SelectionGrid, select_settings
 from csp.run_dir import RunDir
 from csp.samplers import sample_sphere
+from csp.splits import DEFAULT_BUFFER_KM
 from train.config import (
     DEFAULT_COUNTRIES,
     DEFAULT_NATIVE_RANGES,
@@ -45,8 +47,8 @@ from train.config import (
     RuntimeConfig,
     load_config,
 )
-from train.data import HELD_OUT_RADIUS_KM, SpeciesSplits, load_species, pairs_away_from_held_out
-from train.evaluate import evaluate_on_split
+from train.data import HELD_OUT_RADIUS_KM, SpeciesSplits, far_from, load_species, pairs_away_from_held_out
+from train.evaluate import compare_with_baselines, evaluate_on_split, format_comparison
 from train.finetune import run_finetune
 from train.geoaware import build_captive
 from train.pretrain import run_pretrain
@@ -64,6 +66,7 @@ from train.where import (
 )
 
 BLUE_MARBLE = "assets/basemap/blue_marble_5400x2700.jpg"
+SPLIT_FILE = "split.csv"
 PSEUDO_PREFIX = "pseudo-presence:"
 
 
@@ -127,17 +130,23 @@ def pretraining_records(plan: BuildPlan, seed: int) -> list[ImageRecord]:
 
 
 def add_pseudo_presences(
-    splits: SpeciesSplits, min_wild: int, seed: int, linked_species: set[str]
+    splits: SpeciesSplits,
+    min_wild: int,
+    seed: int,
+    linked_species: set[str],
+    buffer_km: float = DEFAULT_BUFFER_KM,
 ) -> tuple[SpeciesSplits, dict[str, int]]:
     """Top up linked species with fewer than ``min_wild`` training points from expert ranges.
 
-    Returns the new splits (pseudo-presences appended to the training split only, their ids
-    prefixed with ``pseudo-presence:``) and the number added per species.
+    No pseudo-presence lies within ``buffer_km`` of a validation or test observation of its
+    species (the split's guarantee, :mod:`csp.splits`). Returns the new splits (pseudo-presences
+    appended to the training split only, their ids prefixed with ``pseudo-presence:``) and the number added per species.
     """
     ranges = load_native_ranges(DEFAULT_NATIVE_RANGES)
     countries = load_countries(DEFAULT_COUNTRIES)
     records = splits.records
     counts = np.bincount(records.labels[splits.train], minlength=len(splits.class_names))
+    held_out_index = np.concatenate([splits.val, splits.test])
     added: dict[str, int] = {}
     new_lonlat, new_labels = [], []
     for name in sorted(linked_species & set(ranges)):
@@ -148,7 +157,15 @@ def add_pseudo_presences(
         codes = native_country_codes(ranges[name], countries)
         if missing <= 0 or not codes:
             continue
-        points = sample_pseudo_presences(name, codes, missing, seed, countries)
+        # Drawn with room to spare, then kept only beyond the split's buffer from the species'
+        # held-out observations, so the leak-free guarantee covers pseudo-presences too.
+        points = sample_pseudo_presences(name, codes, 4 * missing, seed, countries)
+        held_out = records.lonlat[held_out_index[records.labels[held_out_index] == label]]
+        if len(held_out):
+            points = points[far_from(points, held_out, buffer_km)]
+        points = points[:missing]
+        if not len(points):
+            continue
         new_lonlat.append(points)
         new_labels.append(np.full(len(points), label, dtype=np.int64))
         added[name] = len(points)
@@ -175,6 +192,57 @@ def _linked_species() -> set[str]:
         row.species
         for row in read_species_link(Path(DEFAULT_NATIVE_RANGES).parent / "imagenet_species_link.csv")
     }
+
+
+def write_split_csv(path: Path, splits: SpeciesSplits) -> None:
+    """``yfcc_id,split`` (train / val / test) for every real observation of the split, in
+    record order; pseudo-presences are not observations and are not listed."""
+    which = np.full(len(splits.records), "", dtype=object)
+    for name in ("train", "val", "test"):
+        which[getattr(splits, name)] = name
+    lines = ["yfcc_id,split"]
+    rows = zip(splits.records.ids, which, strict=True)
+    lines += [f"{record_id},{part}" for record_id, part in rows if part]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def data_starved_species(
+    splits: SpeciesSplits, min_wild: int, pseudo: dict[str, int], data: DataConfig
+) -> list[dict[str, Any]]:
+    """Every ImageNet-linked species whose prior has fewer than ``min_wild`` wild training
+    observations, with what the build did about it: pseudo-presences from its expert range,
+    or nothing (then its ImageNet classes are re-weighted by a prior resting on few points, or,
+    for a species that cleaning removed entirely, not re-weighted at all)."""
+    from csp.datasets import read_csv
+    from csp.species_link import read_species_link
+
+    link = read_species_link(Path(DEFAULT_NATIVE_RANGES).parent / "imagenet_species_link.csv")
+    imagenet: dict[str, list[str]] = {}
+    for row in link:
+        imagenet.setdefault(row.species, []).append(row.imagenet_name)
+    raw = read_csv(data.csv)
+    raw_names, raw_sizes = np.unique(np.asarray(raw.class_names, dtype=object)[raw.labels], return_counts=True)
+    raw_counts = dict(zip(raw_names, raw_sizes, strict=True))
+    names = splits.class_names
+    wild = np.bincount(splits.records.labels[splits.train], minlength=len(names))
+    starved = []
+    for species in sorted(imagenet):
+        count = int(wild[names.index(species)]) if species in names else 0
+        if count >= min_wild:
+            continue
+        if species not in names:
+            action = (
+                f"removed by cleaning (all {int(raw_counts.get(species, 0))} records dropped): "
+                "not in the prior, its ImageNet classes are not re-weighted"
+            )
+        elif species in pseudo:
+            action = f"{pseudo[species]} pseudo-presences from its expert native range"
+        else:
+            action = "no expert range on file: not topped up, re-weighted by its few points"
+        starved.append(
+            {"species": species, "imagenet": imagenet[species], "wild_train": count, "action": action}
+        )
+    return starved
 
 
 def _runtime(runtime: RuntimeConfig, options: BuildOptions, run: RunDir) -> RuntimeConfig:
@@ -229,16 +297,30 @@ def build_default(options: BuildOptions) -> str:
     tuned = run_finetune(finetune_config, resume=finetune_run.holds_run, splits=augmented)
     timings["finetune"] = time.perf_counter() - started - sum(timings.values())
 
-    # 4. Evaluate on the real held-out test observations and write the model directory.
+    # 4. The readable prior: term weights chosen on validation, temperature fitted there;
+    #    then every method on the real held-out test observations, and the model directory.
     prior, meta = load_checkpoint(tuned.best_dir)
-    test_metrics = evaluate_on_split(prior, splits, "test")["location"]
-    meta.metrics = {"test": test_metrics, "val": meta.metrics}
+    records = augmented.records
+    train_points = (records.lonlat[augmented.train], records.labels[augmented.train])
+    settings, val_scores = select_settings(
+        prior, train_points, (records.lonlat[augmented.val], records.labels[augmented.val]), SelectionGrid()
+    )
+    location_prior = LocationPrior(prior, settings, train_points)
+    comparison = compare_with_baselines(location_prior, augmented, "test", seed=options.seed)
+    test_metrics = next(row for row in comparison["rows"] if row["name"] == "prior")
+    meta.metrics = {
+        "test": {k: test_metrics[k] for k in ("top1", "top3", "top5", "mrr", "nll", "ece")},
+        "val": meta.metrics,
+        "network_test": evaluate_on_split(prior, splits, "test")["location"],
+    }
     meta.expert_range_species = sorted(pseudo)
     meta.train |= {"pseudo_presences": pseudo}
     meta.train["class_counts"] = np.bincount(  # training labels per class: p(s) in csp.fusion
         augmented.records.labels[augmented.train], minlength=len(meta.class_names)
     ).tolist()
     save_checkpoint(out / "prior", prior, meta)
+    location_prior.save(out / "prior")
+    write_split_csv(out / SPLIT_FILE, splits)
     csp_model, csp_meta = load_checkpoint(pretrained.best_dir)
     csp_meta.image_size = plan.chip_px  # the app encodes query images like the chips
     save_checkpoint(out / "csp", csp_model, csp_meta)
@@ -255,6 +337,10 @@ def build_default(options: BuildOptions) -> str:
         "data": splits.summary(),
         "pairs_near_held_out": left_out,
         "pseudo_presences": pseudo,
+        "data_starved": data_starved_species(splits, plan.min_wild_points, pseudo, data),
+        "prior_settings": asdict(settings),
+        "val_selection": val_scores,
+        "comparison": comparison,
         "pretrain": {
             k.removeprefix("val_retrieval_"): v
             for k, v in csp_meta.metrics.items()
@@ -270,8 +356,21 @@ def build_default(options: BuildOptions) -> str:
     return text
 
 
+def prior_formula(settings: dict[str, Any]) -> str:
+    """The shipped prior's score in words, from its :class:`csp.prior.PriorSettings` fields."""
+    parts = []
+    if settings["network_weight"]:
+        parts.append(f"{settings['network_weight']:g} log sigmoid(network)")
+    if settings["kde_weight"]:
+        parts.append(f"{settings['kde_weight']:g} log(n_s KDE_s(x), {settings['kde_bandwidth_km']:g} km)")
+    if settings["habitat_weight"]:
+        scale = settings["habitat_scale_deg"]
+        parts.append(f"{settings['habitat_weight']:g} log habitat_s(x) ({scale:g} deg land cover)")
+    return " + ".join(parts) + f", T = {settings['temperature']:.3g}"
+
+
 def render_report(report: dict[str, Any]) -> str:
-    data, test, plan = report["data"], report["test"], report["plan"]
+    data, plan = report["data"], report["plan"]
     pseudo = report["pseudo_presences"]
     lines = [
         "# Default model: build report",
@@ -305,18 +404,37 @@ def render_report(report: dict[str, Any]) -> str:
         f"expert range {data.get('dropped_expert_range', 0):,}.",
         "- The cleaning rules run on all observations before the split, so isolated test points "
         "are dropped like any other (this makes the test set somewhat easier for every method).",
-        f"- Split by observation, stratified by species, seed {report['seed']}: train {data['train']:,}, "
-        f"validation {data['val']:,}, test {data['test']:,}.",
+        f"- Leak-free split (`csp.splits`, seed {report['seed']}): per species, observations linked by "
+        f"chains of steps of at most {DEFAULT_BUFFER_KM:g} km form a cluster and whole clusters go to "
+        f"train {data['train']:,}, validation {data['val']:,} or test {data['test']:,}; no validation or "
+        f"test observation lies within {DEFAULT_BUFFER_KM:g} km of a training observation of its species. "
+        f"The split is in `{SPLIT_FILE}` (`yfcc_id,split`).",
         f"- Pseudo-presences (expert native range, training split only) for {len(pseudo)} ImageNet-linked "
         f"species with fewer than {plan['min_wild_points']} wild training points"
         + (": " + ", ".join(f"*{k}* ({v})" for k, v in pseudo.items()) if pseudo else "")
         + ".",
         "",
+        "## Data-starved ImageNet-linked species",
+        "",
+        f"Linked species with fewer than {plan['min_wild_points']} wild training observations, and what "
+        "the build did:",
+        "",
+        "| species | ImageNet classes | wild training points | done |",
+        "|---|---|---|---|",
+        *[
+            f"| *{row['species']}* | {', '.join(row['imagenet'])} | {row['wild_train']} | {row['action']} |"
+            for row in report["data_starved"]
+        ],
+        "",
         "## Location prior on the held-out test observations (real observations only)",
         "",
-        "| top-1 | top-3 | top-5 | MRR |",
-        "|---|---|---|---|",
-        f"| {test['top1']:.2f} | {test['top3']:.2f} | {test['top5']:.2f} | {test['mrr']:.2f} |",
+        "The shipped prior is p(species | x) = softmax(z / T) with z = "
+        f"{prior_formula(report['prior_settings'])}; "
+        "weights and bandwidth chosen on validation by MRR, the temperature T on validation by NLL "
+        "(`csp.prior`). Every row is fitted on the same training points and tuned on the same validation "
+        "split; NLL (nats) and ECE (%, 15 bins) for the methods that give probabilities.",
+        "",
+        format_comparison(report["comparison"]),
         "",
     ]
     return "\n".join(lines)

@@ -144,12 +144,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(result.table())
         print(json.dumps({"means": result.means(), "kde_bandwidth_km": result.kde_bandwidth_km}))
         return 0
-    from train.evaluate import evaluate_checkpoint
+    from train.evaluate import evaluate_checkpoint, format_comparison
 
     results = evaluate_checkpoint(
-        args.checkpoint, split=args.split, csv=args.csv, image_probs=args.image_probs
+        args.checkpoint,
+        split=args.split,
+        csv=args.csv,
+        image_probs=args.image_probs,
+        baselines=args.split != "train",
     )
-    print(json.dumps(results, indent=2))
+    if args.json or "comparison" not in results:
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_comparison(results["comparison"]))
     return 0
 
 
@@ -340,6 +347,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         help="per-species AUC at presence-absence sites, with the KDE baseline "
         "(no FILE: the run's --test sites)",
     )
+    evaluate.add_argument("--json", action="store_true", help="print every figure as JSON, not the table")
     evaluate.set_defaults(run=_cmd_evaluate)
 
 

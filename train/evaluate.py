@@ -8,9 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from csp.baselines import scorer_ranks, standard_baselines
+from csp.calibration import calibrated_probabilities, expected_calibration_error, fit_temperature, nll
 from csp.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
-from csp.metrics import evaluate_prior
+from csp.metrics import evaluate_prior, rank_summary
 from csp.models import LocationEncoder
+from csp.prior import LocationPrior
+from csp.stats import paired_bootstrap, reciprocal_ranks, top_k_hits
 from train.config import DataConfig
 from train.data import SpeciesSplits, load_species
 
@@ -34,8 +38,13 @@ def evaluate_checkpoint(
     csv: str | None = None,
     device: str = "cpu",
     image_probs: str | Path | None = None,
+    baselines: bool = False,
 ) -> dict[str, Any]:
     """Location-only (and geo-aware) top-1/3/5 and MRR on ``split`` of the checkpoint's data.
+
+    ``baselines``: add ``"comparison"``, the calibrated prior (``prior.json`` next to the
+    checkpoint, see :mod:`csp.prior`), the network alone and the standard baselines on the
+    same split and classes (:func:`compare_with_baselines`).
 
     The data configuration (CSV, cleaning, split seed and fractions) is read from the
     checkpoint, so the test split is exactly the one held out during training.
@@ -58,7 +67,10 @@ def evaluate_checkpoint(
             f"cleaning has {len(splits.class_names)} (different data or cleaning)"
         )
     results = evaluate_on_split(model, splits, split, device, image_probs)
-    return {"checkpoint": str(checkpoint), "split": split, "points": len(getattr(splits, split)), **results}
+    out = {"checkpoint": str(checkpoint), "split": split, "points": len(getattr(splits, split)), **results}
+    if baselines:
+        out["comparison"] = compare_with_baselines(LocationPrior.load(checkpoint, model), splits, split)
+    return out
 
 
 def evaluate_on_split(
@@ -86,3 +98,98 @@ def evaluate_on_split(
             )
         probs = torch.from_numpy(array).float().to(device)
     return evaluate_prior(model.to(device), lonlat, labels, probs)
+
+
+def _nll_ece(prior: LocationPrior, lonlat: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    z = torch.cat([prior.log_scores(lonlat[i : i + 512]) for i in range(0, len(lonlat), 512)])
+    t = prior.settings.temperature
+    return nll(z, labels, t), expected_calibration_error(calibrated_probabilities(z, t), labels)
+
+
+def compare_with_baselines(
+    prior: LocationPrior, splits: SpeciesSplits, split: str = "test", seed: int = 0
+) -> dict[str, Any]:
+    """The prior, the network alone and the standard baselines on one split, in one table.
+
+    Every method is fitted on the training split and tuned on the validation split only
+    (baselines: :func:`csp.baselines.standard_baselines`; the network alone gets its own
+    temperature fitted on validation). Rows carry top-1 / top-5 / MRR (%), NLL and ECE where
+    the method gives probabilities, and the paired bootstrap 95 % interval of its MRR and top-5
+    difference to the strongest baseline (by MRR on this split).
+
+    Returns:
+        ``{"split", "points", "classes", "strongest_baseline", "rows": [...]}``.
+    """
+    records = splits.records
+    part = {name: getattr(splits, name) for name in ("train", "val", split)}
+    if len(part["val"]) == 0 or len(part[split]) == 0:
+        raise ValueError("comparing with baselines needs validation and evaluation observations")
+    train = (records.lonlat[part["train"]], records.labels[part["train"]])
+    val = (records.lonlat[part["val"]], records.labels[part["val"]])
+    lonlat = torch.from_numpy(records.lonlat[part[split]])
+    labels = torch.from_numpy(records.labels[part[split]])
+    classes = prior.num_classes
+    network = LocationPrior(prior.encoder)
+    val_x, val_y = torch.from_numpy(val[0]), torch.from_numpy(val[1])
+    network.settings.temperature = fit_temperature(
+        torch.cat([network.log_scores(val_x[i : i + 512]) for i in range(0, len(val_x), 512)]), val_y
+    )
+    rows: list[dict[str, Any]] = []
+    for name, method in (("prior", prior), ("network alone", network)):
+        nll_value, ece = _nll_ece(method, lonlat, labels)
+        rows.append(
+            {
+                "name": name,
+                "setting": method.settings.describe(),
+                "ranks": scorer_ranks(method.log_scores, lonlat, labels),
+                "nll": nll_value,
+                "ece": ece,
+            }
+        )
+    for name, (scorer, setting) in standard_baselines(train, val, classes).items():
+        rows.append({"name": name, "setting": setting, "ranks": scorer_ranks(scorer, lonlat, labels)})
+    baselines = rows[2:]
+    strongest = max(baselines, key=lambda row: float(reciprocal_ranks(row["ranks"].numpy()).mean()))
+    reference = strongest["ranks"].numpy()
+    for row in rows:
+        ranks = row.pop("ranks").numpy()
+        row.update(rank_summary(torch.from_numpy(ranks)))
+        if row is not strongest:
+            mrr = paired_bootstrap(reciprocal_ranks(ranks), reciprocal_ranks(reference), seed=seed)
+            top5 = paired_bootstrap(top_k_hits(ranks, 5), top_k_hits(reference, 5), seed=seed)
+            row["delta_mrr"] = [mrr.difference, mrr.low, mrr.high]
+            row["delta_top5"] = [top5.difference, top5.low, top5.high]
+    return {
+        "split": split,
+        "points": len(labels),
+        "classes": classes,
+        "strongest_baseline": strongest["name"],
+        "rows": rows,
+    }
+
+
+def format_comparison(comparison: dict[str, Any]) -> str:
+    """The comparison as a Markdown table (figures in %, NLL in nats)."""
+    ref = comparison["strongest_baseline"]
+
+    def interval(values: list[float] | None) -> str:
+        return f"{values[0]:+.2f} [{values[1]:+.2f}, {values[2]:+.2f}]" if values else "(reference)"
+
+    lines = [
+        f"{comparison['split']} split: {comparison['points']:,} observations, "
+        f"{comparison['classes']:,} classes; Δ: paired bootstrap 95 % interval against the "
+        f"strongest baseline ({ref}).",
+        "",
+        "| method | setting (chosen on val) | top-1 | top-5 | MRR | "
+        f"Δ MRR vs {ref} | Δ top-5 vs {ref} | NLL | ECE |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison["rows"]:
+        nll_text = f"{row['nll']:.3f}" if "nll" in row else ""
+        ece_text = f"{row['ece']:.2f}" if "ece" in row else ""
+        lines.append(
+            f"| {row['name']} | {row['setting']} | {row['top1']:.2f} | {row['top5']:.2f} | "
+            f"{row['mrr']:.2f} | {interval(row.get('delta_mrr'))} | {interval(row.get('delta_top5'))} | "
+            f"{nll_text} | {ece_text} |"
+        )
+    return "\n".join(lines)

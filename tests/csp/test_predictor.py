@@ -23,6 +23,9 @@ def test_prior_top_classes_and_search():
     predictor = _predictor()
     prior = predictor.prior(np.array([[10.0, 20.0], [-70.0, 45.0]]))
     assert prior.shape == (2, 4) and ((prior > 0) & (prior < 1)).all()
+    np.testing.assert_allclose(prior.sum(axis=1), 1.0)  # p(species | x), normalised
+    scores = predictor.range_scores(np.array([[10.0, 20.0]]))
+    assert scores.shape == (1, 4) and np.argmax(scores[0]) == np.argmax(prior[0])
     top = predictor.top_classes(10.0, 20.0, k=3)
     np.testing.assert_allclose([s.score for s in top], sorted(prior[0], reverse=True)[:3], rtol=1e-6)
     assert predictor.search_classes("urs") == ["Ursus americanus", "Ursus arctos"]
@@ -34,12 +37,12 @@ def test_prior_top_classes_and_search():
         predictor.prior(np.array([[0.0, 95.0]]))
 
 
-def test_range_map_matches_pointwise_prior():
+def test_range_map_matches_pointwise_range_scores():
     predictor = _predictor()
     grid = predictor.range_map(1, step_deg=10.0)
     assert grid.shape == (18, 36)
     # Row 0 is the northernmost band (lat 85), column 0 the westernmost (lon -175).
-    expected = predictor.prior(np.array([[-175.0, 85.0], [175.0, -85.0]]))[:, 1]
+    expected = predictor.range_scores(np.array([[-175.0, 85.0], [175.0, -85.0]]))[:, 1]
     np.testing.assert_allclose([grid[0, 0], grid[-1, -1]], expected, rtol=1e-5)
     with pytest.raises(IndexError):
         predictor.range_map(4)
