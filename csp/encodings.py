@@ -729,9 +729,8 @@ class SphericalHarmonicsEncoding(PositionEncoding):
         )
 
 
-# The CSP reference code's variants register themselves in this registry (legacy=True).
-from csp import legacy_encodings  # noqa: E402, F401
-
 # Encodings defined in other modules register themselves on import; import them here so that a
-# checkpoint naming one can be rebuilt through this registry alone.
-from csp import covariates as _covariates  # noqa: E402,F401  ("covariates": MODIS land cover)
+# checkpoint naming one can be rebuilt through this registry alone: "covariates" (MODIS land
+# cover) and the CSP reference code's variants (legacy=True).
+from csp import covariates as _covariates  # noqa: E402, F401
+from csp import legacy_encodings  # noqa: E402, F401

@@ -77,6 +77,10 @@ class BuildOptions:
     quick: bool = False  # a small build that exercises every step (tests)
     seed: int = 0
     device: str = "auto"
+    # Reuse a pre-trained CSP checkpoint instead of steps 1-2 (chips and pre-training); the
+    # report says so. Pre-training reads no labels, so the split does not enter it.
+    pretrained: Path | None = None
+    finetune_epochs: int | None = None  # default: the plan's
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,8 @@ def add_pseudo_presences(
 
     No pseudo-presence lies within ``buffer_km`` of a validation or test observation of its
     species (the split's guarantee, :mod:`csp.splits`). Returns the new splits (pseudo-presences
-    appended to the training split only, their ids prefixed with ``pseudo-presence:``) and the number added per species.
+    appended to the training split only, their ids prefixed with ``pseudo-presence:``) and the
+    number added per species.
     """
     ranges = load_native_ranges(DEFAULT_NATIVE_RANGES)
     countries = load_countries(DEFAULT_COUNTRIES)
@@ -224,7 +229,8 @@ def data_starved_species(
     for row in link:
         imagenet.setdefault(row.species, []).append(row.imagenet_name)
     raw = read_csv(data.csv)
-    raw_names, raw_sizes = np.unique(np.asarray(raw.class_names, dtype=object)[raw.labels], return_counts=True)
+    raw_species = np.asarray(raw.class_names, dtype=object)[raw.labels]
+    raw_names, raw_sizes = np.unique(raw_species, return_counts=True)
     raw_counts = dict(zip(raw_names, raw_sizes, strict=True))
     names = splits.class_names
     wild = np.bincount(splits.records.labels[splits.train], minlength=len(names))
@@ -255,14 +261,17 @@ def _runtime(runtime: RuntimeConfig, options: BuildOptions, run: RunDir) -> Runt
     )
 
 
-def build_default(options: BuildOptions) -> str:
-    """Run the whole chain; returns the Markdown report (also written to ``<out>/report.md``)."""
-    plan = BuildPlan.for_options(options)
-    work, out = Path(options.work), Path(options.out)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    device = select_device(options.device)
-
+def _pretrain(
+    plan: BuildPlan,
+    options: BuildOptions,
+    splits: SpeciesSplits,
+    device: torch.device,
+    timings: dict[str, float],
+    started: float,
+) -> tuple[Path, int]:
+    """Steps 1-2: chips -> frozen image features -> CSP-MC-BLD pre-training (no labels) on the
+    pairs away from held-out observations. Returns the best checkpoint and the pairs left out."""
+    work = Path(options.work)
     # 1. Pre-training pairs: Blue Marble chips -> frozen image features.
     features_dir = work / "features"
     encoder = create_image_encoder(device=device, image_size=plan.chip_px)
@@ -273,9 +282,7 @@ def build_default(options: BuildOptions) -> str:
     timings["features"] = time.perf_counter() - started
 
     # 2. CSP pre-training (no labels), on pairs away from held-out observations.
-    data = DataConfig(split_seed=options.seed)
-    splits = load_species(data)
-    pretrain_run, finetune_run = RunDir(work / "pretrain"), RunDir(work / "finetune")
+    pretrain_run = RunDir(work / "pretrain")
     pretrain_config = load_config(PretrainConfig, plan.pretrain_preset)
     pretrain_config = replace(
         pretrain_config,
@@ -286,6 +293,25 @@ def build_default(options: BuildOptions) -> str:
     lonlat, features, left_out = pairs_away_from_held_out(pretrain_config, splits)
     pretrained = run_pretrain(pretrain_config, resume=pretrain_run.holds_run, pairs=(lonlat, features))
     timings["pretrain"] = time.perf_counter() - started - sum(timings.values())
+    return pretrained.best_dir, left_out
+
+
+def build_default(options: BuildOptions) -> str:
+    """Run the whole chain; returns the Markdown report (also written to ``<out>/report.md``)."""
+    plan = BuildPlan.for_options(options)
+    work, out = Path(options.work), Path(options.out)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    device = select_device(options.device)
+
+    data = DataConfig(split_seed=options.seed)
+    splits = load_species(data)
+    finetune_run = RunDir(work / "finetune")
+    if options.pretrained is None:
+        pretrained_dir, left_out = _pretrain(plan, options, splits, device, timings, started)
+    else:  # reuse a pre-trained CSP model (no labels were read to make it)
+        pretrained_dir, left_out = Path(options.pretrained), None
+        timings["features"] = timings["pretrain"] = 0.0
 
     # 3. Fine-tuning on cleaned observations (+ marked pseudo-presences for linked species).
     augmented, pseudo = add_pseudo_presences(splits, plan.min_wild_points, options.seed, _linked_species())
@@ -293,8 +319,12 @@ def build_default(options: BuildOptions) -> str:
     finetune_config = replace(
         finetune_config,
         data=data,
-        init_from=str(pretrained.best_dir),
-        optim=replace(finetune_config.optim, epochs=plan.finetune_epochs, batch_size=plan.finetune_batch),
+        init_from=str(pretrained_dir),
+        optim=replace(
+            finetune_config.optim,
+            epochs=options.finetune_epochs or plan.finetune_epochs,
+            batch_size=plan.finetune_batch,
+        ),
         runtime=_runtime(finetune_config.runtime, options, finetune_run),
     )
     tuned = run_finetune(finetune_config, resume=finetune_run.holds_run, splits=augmented)
@@ -324,7 +354,7 @@ def build_default(options: BuildOptions) -> str:
     save_checkpoint(out / "prior", prior, meta)
     location_prior.save(out / "prior")
     write_split_csv(out / SPLIT_FILE, splits)
-    csp_model, csp_meta = load_checkpoint(pretrained.best_dir)
+    csp_model, csp_meta = load_checkpoint(pretrained_dir)
     csp_meta.image_size = plan.chip_px  # the app encodes query images like the chips
     save_checkpoint(out / "csp", csp_model, csp_meta)
     # Where could this be: held-out chips (too slow for the quick build's tests).
@@ -337,6 +367,8 @@ def build_default(options: BuildOptions) -> str:
         "plan": asdict(plan),
         "seed": options.seed,
         "device": str(device),
+        "pretrained_from": str(options.pretrained) if options.pretrained else None,
+        "finetune_epochs": options.finetune_epochs or plan.finetune_epochs,
         "data": splits.summary(),
         "pairs_near_held_out": left_out,
         "pseudo_presences": pseudo,
@@ -372,6 +404,30 @@ def prior_formula(settings: dict[str, Any]) -> str:
     return " + ".join(parts) + f", T = {settings['temperature']:.3g}"
 
 
+def _pretraining_lines(report: dict[str, Any]) -> list[str]:
+    plan = report["plan"]
+    retrieval = ", ".join(f"{k} {v:.1f}%" for k, v in report["pretrain"].items())
+    if report.get("pretrained_from"):
+        return [
+            "## Pre-training (self-supervised, no labels)",
+            f"- Not re-run: the CSP model in `{report['pretrained_from']}` was reused (`--pretrained`) and "
+            "fine-tuned on the new split. Its pre-training read no labels; its pairs were kept "
+            f"{HELD_OUT_RADIUS_KM:g} km away from the held-out points of the split it was built with, not "
+            "from this split's. Held-out image -> location retrieval of that model: " + retrieval,
+        ]
+    return [
+        "## Pre-training (self-supervised, no labels)",
+        f"- {plan['photo_points']:,} MP-16 photo locations + {plan['sphere_points']:,} points uniform on "
+        f"the sphere + {plan['land_points']:,} points uniform over land, all farther than "
+        f"{HOLDOUT_KM:g} km from the where-benchmark's points; Blue Marble chips of "
+        f"{plan['chip_size_deg']} deg at {plan['chip_px']} px, frozen `tf_efficientnet_lite0` features.",
+        f"- {report['pairs_near_held_out']:,} pairs within {HELD_OUT_RADIUS_KM:g} km of a validation or test "
+        "observation were left out of pre-training (MP-16 and the species photos are both Flickr).",
+        f"- CSP-MC-BLD (preset `{plan['pretrain_preset']}`), {plan['pretrain_epochs']} epochs. Held-out "
+        "image -> location retrieval: " + retrieval,
+    ]
+
+
 def render_report(report: dict[str, Any]) -> str:
     data, plan = report["data"], report["plan"]
     pseudo = report["pseudo_presences"]
@@ -385,22 +441,15 @@ def render_report(report: dict[str, Any]) -> str:
         f"pre-training {report['seconds']['pretrain']:.0f} s, "
         f"fine-tuning {report['seconds']['finetune']:.0f} s).",
         "",
-        "## Pre-training (self-supervised, no labels)",
-        f"- {plan['photo_points']:,} MP-16 photo locations + {plan['sphere_points']:,} points uniform on "
-        f"the sphere + {plan['land_points']:,} points uniform over land, all farther than "
-        f"{HOLDOUT_KM:g} km from the where-benchmark's points; Blue Marble chips of "
-        f"{plan['chip_size_deg']} deg at {plan['chip_px']} px, frozen `tf_efficientnet_lite0` features.",
-        f"- {report['pairs_near_held_out']:,} pairs within {HELD_OUT_RADIUS_KM:g} km of a validation or test "
-        "observation were left out of pre-training (MP-16 and the species photos are both Flickr).",
-        f"- CSP-MC-BLD (preset `{plan['pretrain_preset']}`), {plan['pretrain_epochs']} epochs. Held-out "
-        "image -> location retrieval: "
-        + ", ".join(f"{k} {v:.1f}%" for k, v in report["pretrain"].items()),
+        *_pretraining_lines(report),
         "",
         "## Where could this be (image -> location on held-out chips, `python -m train experiment where`)",
         "",
-        render_where(report["where"]) if report.get("where") else "Not run in a quick build.",
+        render_where(report["where"]) if report.get("where") else "Not run in this build.",
         "",
         "## Fine-tuning data (YFCC species observations)",
+        f"- Presence-only fine-tuning from the CSP model, {report['finetune_epochs']} epochs of "
+        f"{plan['finetune_batch']:,} (early stopping on validation MRR).",
         f"- {data['observations']:,} observations of {data['classes']:,} species kept after cleaning; "
         f"dropped by rule (a record may count twice): zoo {data.get('dropped_zoo', 0):,}, "
         f"range outlier {data.get('dropped_range_outlier', 0):,}, "

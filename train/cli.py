@@ -203,7 +203,15 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_build_default(args: argparse.Namespace) -> int:
     from train.build_default import BuildOptions, build_default
 
-    report = build_default(BuildOptions(out=Path(args.out), work=Path(args.work), quick=args.quick))
+    report = build_default(
+        BuildOptions(
+            out=Path(args.out),
+            work=Path(args.work),
+            quick=args.quick,
+            pretrained=Path(args.pretrained) if args.pretrained else None,
+            finetune_epochs=args.finetune_epochs,
+        )
+    )
     print(report)
     return 0
 
@@ -377,6 +385,8 @@ def _add_build_default(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--out", default="assets/default", help="model directory to write")
     build.add_argument("--work", default="runs/build-default", help="scratch directory")
     build.add_argument("--quick", action="store_true", help="small, fast build (for tests)")
+    build.add_argument("--pretrained", help="reuse this CSP checkpoint (no chips, no pre-training)")
+    build.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: the build plan's)")
     build.set_defaults(run=_cmd_build_default)
 
 
