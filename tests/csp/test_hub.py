@@ -74,7 +74,7 @@ def test_save_pretrained_takes_bare_models(tmp_path: Path) -> None:
     csp.save_pretrained(prior, tmp_path / "m", class_names=["a", "b", "c"])
     loaded = csp.from_pretrained(tmp_path / "m", load_image_encoder=False)
     expected = prior(torch.tensor(PLACES, dtype=torch.float32)).detach().numpy()
-    np.testing.assert_allclose(loaded.prior(PLACES), expected, rtol=1e-6)
+    np.testing.assert_allclose(loaded.range_scores(PLACES), expected, rtol=1e-6)  # sigmoid presence scores
     assert loaded.class_names == ["a", "b", "c"]
     pretrained = LocationImageEncoder(LocationEncoderConfig(hidden_dim=16, embed_dim=8), 5, "mc")
     csp.save_pretrained(pretrained, tmp_path / "m", image_encoder="tf_efficientnet_lite0")
