@@ -14,6 +14,7 @@ from train.finetune import run_finetune
 def test_evaluate_compares_the_prior_with_the_baselines_on_the_same_split(tmp_path, capsys):
     config = _sup_only_config(tmp_path, extra=["optim.epochs=3", "optim.batch_size=64", "optim.lr=0.01"])
     result = run_finetune(config)
+    capsys.readouterr()  # the fine-tuning run's own output
     assert main(["evaluate", "--checkpoint", str(result.best_dir), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     comparison = report["comparison"]
