@@ -186,7 +186,7 @@ class CovariateEncoding(PositionEncoding):
         landcover = LandCover(share_scales_deg)
         config = {
             "base": base,
-            "base_kwargs": dict(base_kwargs or {}),
+            "base_kwargs": None if base_kwargs is None else dict(base_kwargs),  # None: the base's defaults
             "share_scales_deg": list(landcover.share_scales_deg),
             "covariate_scale": float(covariate_scale),
         }

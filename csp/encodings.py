@@ -107,10 +107,15 @@ def encoding_defaults(name: str) -> dict[str, Any]:
     """The keyword arguments of encoding ``name`` with their defaults, read from its constructor.
 
     This is the one home of encoding defaults (no table elsewhere repeats them); an argument
-    without a default is left out.
+    without a default is left out. Tuples are given as lists, the JSON form in which a config
+    stores them, so the defaults compare equal to a resolved or saved configuration.
     """
     parameters = inspect.signature(_registered(name)).parameters.values()
-    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    return {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in parameters
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 def resolve_encoding_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ REQUIRED = {
     "sphereM+", "dfs", "nerf", "spherical_harmonics",
 }  # fmt: skip
 ALL = list_encodings()
-PLANAR = {"naive", "grid", "theory"}  # documented as not continuous across the antimeridian
+PLANAR = {"naive", "grid", "theory", "covariates"}  # documented as not continuous across the antimeridian
+# (covariates: its default base is grid)
 SPHERICAL = [name for name in ALL if name not in PLANAR]
 SEEDED = ["rbf", "rff"]
 SPHERE2VEC = ["sphereC", "sphereC+", "sphereM", "sphereM+"]
@@ -38,6 +39,16 @@ SMALL: dict[str, tuple[dict, int]] = {
     "rbf": ({"num_anchors": 17, "kernel_size": 20.0, "seed": 3}, 17),
     "rff": ({"num_features": 9, "length_scale": 30.0, "seed": 3}, 18),
     "spherical_harmonics": ({"max_degree": 4}, 25),
+    # grid (20) + land-cover one-hot (17) + class shares in 2-degree blocks (17)
+    "covariates": (
+        {
+            "base": "grid",
+            "base_kwargs": {"frequency_num": 5, "min_radius": 2.0, "max_radius": 180.0},
+            "share_scales_deg": [2.0],
+            "covariate_scale": 0.5,
+        },
+        54,
+    ),
 }
 
 
