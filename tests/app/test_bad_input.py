@@ -348,8 +348,14 @@ BAD_CSVS = {
     "missing_lon.csv": ("lat,label\n10,a\n20,b\n", r"no longitude column found"),
     "missing_lat.csv": ("lon,species\n10,a\n20,b\n", r"no latitude column found"),
     "bad_number.csv": ("lat,lon,label\n10,20,a\n1O.5,20,b\n", r"line 3, column 'lat': bad latitude"),
-    "bad_range.csv": ("lat,lon,label\n10,20,a\n10,20,a\n95,20,b\n", r"line 4, columns 'lon'/'lat': latitude 95.0 is outside"),
-    "bad_lon.csv": ("lat,lon,label\n10,20,a\n10,190,b\n", r"line 3, columns 'lon'/'lat': longitude 190.0 is outside"),
+    "bad_range.csv": (
+        "lat,lon,label\n10,20,a\n10,20,a\n95,20,b\n",
+        r"line 4, columns 'lon'/'lat': latitude 95.0 is outside",
+    ),
+    "bad_lon.csv": (
+        "lat,lon,label\n10,20,a\n10,190,b\n",
+        r"line 3, columns 'lon'/'lat': longitude 190.0 is outside",
+    ),
     "nan.csv": ("lat,lon,label\n10,20,a\nnan,20,b\n", r"line 3, columns 'lon'/'lat': non-finite coordinate"),
     "short_row.csv": ("lat,lon,label\n10,20,a\n30,b\n", r"line 3: expected 3 fields, got 2"),
     "empty.csv": ("", r"the file is empty"),
