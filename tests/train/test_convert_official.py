@@ -258,7 +258,8 @@ def test_gridcell_image_model_round_trips_to_the_reference_formulas(tmp_path: Pa
     scores = reference_prior(loc_enc, embedding)
     np.testing.assert_allclose(predictor.range_scores(PLACES), scores, atol=TOL, rtol=0)
     # without a fitted prior (prior.json) p(species | x) is the range scores normalised over classes
-    np.testing.assert_allclose(predictor.prior(PLACES), scores / scores.sum(1, keepdims=True), atol=TOL, rtol=0)
+    normalised = scores / scores.sum(1, keepdims=True)
+    np.testing.assert_allclose(predictor.prior(PLACES), normalised, atol=TOL, rtol=0)
     features = torch.randn(3, 10, generator=torch.Generator().manual_seed(2))
     expected = _np(features) @ _np(model.img_dec.weight).T + _np(model.img_dec.bias)
     projected = predictor.csp_model.encode_images(features).detach().numpy()
