@@ -9,10 +9,7 @@ state: everything is created inside :func:`build_app` and reached through closur
 
 from __future__ import annotations
 
-import atexit
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -21,6 +18,7 @@ from app.countries import CountryLookup
 from app.handlers import Handlers
 from app.maps import render_map_page
 from app.model import ModelSlot
+from app.scratch import make_scratch
 from app.static import REPO_ROOT, StaticAssets, register_static_paths
 from app.tabs import map as map_tab
 from app.tabs import photo as photo_tab
@@ -66,8 +64,7 @@ def build_app(
     assets = assets or StaticAssets.locate()
     register_static_paths(assets)
     if work_dir is None:
-        work_dir = Path(tempfile.mkdtemp(prefix="csp-app-"))
-        atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
+        work_dir = make_scratch()  # locked like the server's, removed at exit
     slot = ModelSlot(predictor, model_dir)
     handlers = Handlers(slot, CountryLookup(assets.countries), assets.blue_marble, Path(work_dir))
     if training is None:
