@@ -4,6 +4,8 @@
   non-linear function of the location plus noise, so a location encoder can learn to match them.
 * ``write_species_csv``: presence-only observations of a few species, each living around its
   own centre, in the column layout of ``assets/data/yfcc_inat2017_species.csv``.
+* ``small_pretrain_config``: the CSP-MC-BLD preset shrunk to a model and run that train in
+  seconds, on a chosen device.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 
 from csp.samplers import sample_sphere
+from train.config import PretrainConfig, load_config
 
 SPECIES_CENTRES = {  # (lon, lat)
     "Alpha borealis": (-100.0, 50.0),
@@ -55,3 +58,19 @@ def write_species_csv(path: Path, per_species: int = 60, spread_deg: float = 8.0
         writer.writerow(["yfcc_id", "label", "latitude", "longitude"])
         writer.writerows(rows)
     return path
+
+
+def small_pretrain_config(
+    out: str | Path, device: str = "cpu", extra: tuple[str, ...] | list[str] = ()
+) -> PretrainConfig:
+    """A small CSP-MC-BLD pre-training config writing to ``out`` (``extra``: more overrides)."""
+    small = [
+        "model.encoding_kwargs={frequency_num: 8}",
+        "model.hidden_dim=64",
+        "model.embed_dim=32",
+        "optim.epochs=2",
+        "optim.batch_size=128",
+        "runtime.progress=false",
+        f"runtime.device={device}",
+    ]
+    return load_config(PretrainConfig, "csp-mc-bld", [*small, f"runtime.out_dir={out}", *extra])

@@ -8,25 +8,14 @@ import torch
 from csp.checkpoint import load_checkpoint
 from csp.features import write_store
 from csp.samplers import sample_sphere
-from tests.synthetic import pairs
+from tests.synthetic import pairs, small_pretrain_config
 from train.batches import BatchRows, negative_locations
-from train.config import PretrainConfig, load_config
 from train.pretrain import PretrainTask, run_pretrain
 from train.runtime import Distributed
 
-SMALL = [
-    "model.encoding_kwargs={frequency_num: 8}",
-    "model.hidden_dim=64",
-    "model.embed_dim=32",
-    "optim.epochs=2",
-    "optim.batch_size=128",
-    "runtime.progress=false",
-    "runtime.device=cpu",
-]
-
 
 def _config(out, extra=()):
-    return load_config(PretrainConfig, "csp-mc-bld", [*SMALL, f"runtime.out_dir={out}", *extra])
+    return small_pretrain_config(out, "cpu", extra)
 
 
 def test_streaming_from_the_store_gives_the_same_weights_as_in_memory(tmp_path):

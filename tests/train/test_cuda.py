@@ -6,27 +6,15 @@ import torch
 
 from csp.checkpoint import load_checkpoint
 from csp.features import write_store
-from tests.synthetic import pairs
-from train.config import PretrainConfig, load_config
+from tests.synthetic import pairs, small_pretrain_config
 from train.engine import TrainingState
 from train.pretrain import PretrainTask, run_pretrain
 from train.runtime import Distributed, autocast
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
-SMALL = [
-    "model.encoding_kwargs={frequency_num: 8}",
-    "model.hidden_dim=64",
-    "model.embed_dim=32",
-    "optim.epochs=2",
-    "optim.batch_size=128",
-    "runtime.progress=false",
-    "runtime.device=cuda",
-]
-
-
 def _config(out, extra=()):
-    return load_config(PretrainConfig, "csp-mc-bld", [*SMALL, f"runtime.out_dir={out}", *extra])
+    return small_pretrain_config(out, "cuda", extra)
 
 
 def test_streamed_training_on_cuda_matches_in_memory(tmp_path):
