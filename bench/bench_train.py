@@ -61,12 +61,12 @@ def synthetic_pairs(n: int, dim: int = FEATURE_DIM) -> tuple[torch.Tensor, torch
     return sample_sphere(n, generator=generator), torch.randn(n, dim, generator=generator)
 
 
-def trainer_step(config: PretrainConfig, num_pairs: int) -> Callable[[], None]:
-    """One optimisation step of the trainer's own objective and optimizer (batch of
-    ``config.optim.batch_size`` random indices)."""
-    device = torch.device("cpu")
-    task = PretrainTask(config, *synthetic_pairs(num_pairs), device, Distributed())
-    training = TrainingState(task.model, config.optim, config.runtime, device)
+def task_step(
+    config: PretrainConfig, task: PretrainTask, after: Callable[[], None] | None = None
+) -> Callable[[], None]:
+    """One optimisation step of ``task``'s own objective and the trainer's optimizer on a batch of
+    ``config.optim.batch_size`` random indices (``after``: called at the end of each step)."""
+    training = TrainingState(task.model, config.optim, config.runtime, torch.device("cpu"))
     generator = torch.Generator().manual_seed(1)
     batch = config.optim.batch_size
 
@@ -74,8 +74,16 @@ def trainer_step(config: PretrainConfig, num_pairs: int) -> Callable[[], None]:
         indices = torch.randint(0, task.num_items, (batch,), generator=generator)
         loss, _ = task.objective(indices, generator)
         training.step(loss)
+        if after is not None:
+            after()
 
     return step
+
+
+def trainer_step(config: PretrainConfig, num_pairs: int) -> Callable[[], None]:
+    """:func:`task_step` on ``num_pairs`` synthetic pairs held in memory."""
+    task = PretrainTask(config, *synthetic_pairs(num_pairs), torch.device("cpu"), Distributed())
+    return task_step(config, task)
 
 
 def bench_step(step: Callable[[], None], repeats: int) -> Ceiling:

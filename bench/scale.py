@@ -30,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_train import task_step  # noqa: E402
 from ceiling import against_ceiling, conditions  # noqa: E402
 
 from csp.features import FeatureStore, write_store  # noqa: E402
@@ -106,19 +107,9 @@ def pretrain_worker(store_dir: str, steps: int) -> dict:
     )
     store = FeatureStore.open(store_dir)
     features, lonlat = store.tensors(random_access=True)
-    device = torch.device("cpu")
-    task = PretrainTask(config, lonlat, features, device, Distributed(), stream=True)
-    training = TrainingState(task.model, config.optim, config.runtime, device)
-    generator = torch.Generator().manual_seed(1)
+    task = PretrainTask(config, lonlat, features, torch.device("cpu"), Distributed(), stream=True)
+    result = against_ceiling(task_step(config, task, after=watch.sample), steps)
     batch = config.optim.batch_size
-
-    def step() -> None:
-        indices = torch.randint(0, task.num_items, (batch,), generator=generator)
-        loss, _ = task.objective(indices, generator)
-        training.step(loss)
-        watch.sample()
-
-    result = against_ceiling(step, steps)
     return {"n": len(store), "batch": batch, **_rates(result, batch), **watch.report()}
 
 
