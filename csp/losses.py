@@ -11,7 +11,9 @@ locations per sample):
   batch's images; ``symmetric`` averages it with the image -> location direction
   (``symmetric_reduction="sum"`` adds the two, as the reference code's ``contsoftmaxsym``).
 * **L** (random locations): ``L_L = -log softmax([s_ii, <e(x'_i1), img_i>/tau, ...])_0``: for each
-  image, its own location against K locations drawn uniformly on the sphere.
+  image, its own location against K locations drawn uniformly on the sphere. With
+  ``num_nearby_locations = k`` the last k of them are hard negatives near x_i instead
+  (:func:`nearby_locations`, at most ``nearby_km`` away).
 * **D** (SimCSE): two dropout views ``loc^1, loc^2`` of the same locations;
   ``L_D = CE(<loc^1_i, loc^2_j> / tau_D, diag)``.
 * **NCE**: the binary logistic version of each term: ``-log sig(s_ii) - mean_j!=i log sig(-s_ij)``
@@ -23,6 +25,7 @@ locations per sample):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from csp.geo import km_to_radians, unit_vectors
 from csp.models import OBJECTIVES, LocationImageEncoder
 
 Gather = Callable[[Tensor], Tensor]
@@ -64,6 +68,9 @@ class CSPLossConfig:
     the CSP reference code does). Off by default: raw dot products with temperature 1.
     ``symmetric_reduction``: how ``symmetric`` combines the two directions of the B term,
     ``mean`` (ours) or ``sum`` (the reference code's ``contsoftmaxsym``).
+    ``num_nearby_locations``: of the K random locations, how many (the last ones) are moved
+    next to the sample's own location (:func:`nearby_locations`, within ``nearby_km`` km):
+    hard negatives that teach the map to tell places a few hundred km apart (issue 16). 0: off.
     """
 
     objective: str = "mc"
@@ -77,6 +84,8 @@ class CSPLossConfig:
     symmetric: bool = False
     symmetric_reduction: str = "mean"
     normalize: bool = False
+    num_nearby_locations: int = 0
+    nearby_km: float = 500.0
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -88,6 +97,11 @@ class CSPLossConfig:
             raise ValueError("num_random_locations must be >= 0")
         if self.symmetric_reduction not in ("mean", "sum"):
             raise ValueError(f"symmetric_reduction must be 'mean' or 'sum', got {self.symmetric_reduction!r}")
+        if not 0 <= self.num_nearby_locations <= self.num_random_locations:
+            raise ValueError(f"num_nearby_locations must be in [0, num_random_locations="
+                             f"{self.num_random_locations}], got {self.num_nearby_locations}")
+        if self.nearby_km <= 0:
+            raise ValueError(f"nearby_km must be positive, got {self.nearby_km}")
 
     @property
     def uses_random_locations(self) -> bool:
@@ -125,6 +139,34 @@ def info_nce(
         if reduction == "mean":
             loss = 0.5 * loss
     return loss
+
+
+def nearby_locations(lonlat: Tensor, random_lonlat: Tensor, max_km: float) -> Tensor:
+    """Hard negative locations near each sample, from its random ones.
+
+    Each random location r_ik sets a direction and a distance: the result lies on the great
+    circle from x_i towards r_ik, at the angle ``theta(x_i, r_ik) * max_km / (pi R)`` (R the
+    earth's radius), so at most ``max_km`` km from x_i. For r uniform on the sphere the
+    direction is uniform and the distance d has density ``(pi / 2 max_km) sin(pi d / max_km)``
+    on ``[0, max_km]`` (mean ``max_km / 2``; few negatives land on the positive itself).
+
+    Args:
+        lonlat: ``(B, 2)`` the samples' locations, degrees.
+        random_lonlat: ``(B, k, 2)`` random locations, degrees (uniform on the sphere).
+        max_km: the largest distance, km.
+
+    Returns:
+        ``(B, k, 2)`` (lon, lat) degrees.
+    """
+    x = unit_vectors(lonlat)[:, None, :]
+    r = unit_vectors(random_lonlat)
+    cos_theta = (x * r).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    alpha = torch.acos(cos_theta) * (km_to_radians(max_km) / math.pi)
+    toward = F.normalize(r - cos_theta * x, dim=-1)  # unit tangent at x towards r
+    point = F.normalize(torch.cos(alpha) * x + torch.sin(alpha) * toward, dim=-1)
+    lon = torch.rad2deg(torch.atan2(point[..., 1], point[..., 0]))
+    lat = torch.rad2deg(torch.asin(point[..., 2].clamp(-1.0, 1.0)))
+    return torch.stack([lon, lat], dim=-1)
 
 
 def random_location_loss(positive: Tensor, negatives: Tensor) -> Tensor:
@@ -172,7 +214,8 @@ def csp_loss(
         batch: this process's ``(B, 2)`` locations and ``(B, F)`` frozen image features.
         config: weights and temperatures.
         random_lonlat: ``(B, K, 2)`` random negative locations in degrees (needed when
-            ``config.uses_random_locations``).
+            ``config.uses_random_locations``); with ``config.num_nearby_locations = k`` the
+            last k are replaced by :func:`nearby_locations` of the batch's own.
         gather: all-gather with gradients across processes for the in-batch terms; with
             ``torch.distributed`` this makes B negatives come from the global batch.
 
@@ -196,6 +239,10 @@ def csp_loss(
     if config.uses_simcse:
         parts.append(batch.lonlat)
     if config.uses_random_locations:
+        k = config.num_nearby_locations
+        if k > 0:
+            near = nearby_locations(batch.lonlat, random_lonlat[:, -k:], config.nearby_km)
+            random_lonlat = torch.cat([random_lonlat[:, :-k], near], dim=1)
         parts.append(random_lonlat.reshape(-1, 2))
     encoded = _maybe_normalize(model.encode_locations(torch.cat(parts)), config.normalize)
     loc = encoded[:size]

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from csp.geo import haversine_km
 from csp.losses import (
     CSPLossConfig,
     PretrainBatch,
@@ -13,11 +14,13 @@ from csp.losses import (
     csp_loss,
     in_batch_binary_nce,
     info_nce,
+    nearby_locations,
     presence_only_loss,
     random_location_loss,
     sampled_presence_only_loss,
 )
 from csp.models import LocationEncoderConfig, LocationImageEncoder
+from csp.samplers import sample_sphere
 
 
 def test_info_nce_matches_hand_computation():
@@ -206,3 +209,38 @@ def test_sampled_presence_only_loss_trains_the_head_and_the_encoder():
     assert embeddings.grad.abs().sum() > 0 and head.grad[[0, 1, 2, 49]].abs().sum() > 0
     with pytest.raises(ValueError, match="num_sampled"):
         sampled_presence_only_loss(embeddings, torch.tensor([0]), torch.randn(1, 3), head, 0)
+
+
+def test_nearby_locations_hand_checked_cases():
+    # From (0E, 0N) towards the north pole (90 degrees away): half of the 1,000 km budget, due north.
+    x = torch.tensor([[0.0, 0.0]])
+    near = nearby_locations(x, torch.tensor([[[0.0, 90.0], [90.0, 0.0], [180.0, 0.0]]]), 1000.0)
+    km = 500.0 / 6371.0088 * 180.0 / math.pi  # degrees of arc
+    assert near[0, 0].tolist() == pytest.approx([0.0, km], abs=1e-4)
+    assert near[0, 1].tolist() == pytest.approx([km, 0.0], abs=1e-4)  # due east
+    # The antipode: every direction is as good; the point is 1,000 km away.
+    assert haversine_km(near[0, 2].numpy(), x[0].numpy()) == pytest.approx(1000.0, rel=1e-3)
+
+
+def test_nearby_locations_stay_within_the_budget_with_their_mean_at_half():
+    g = torch.Generator().manual_seed(0)
+    x = sample_sphere(200, generator=g)
+    near = nearby_locations(x, sample_sphere((200, 20), generator=g), 400.0)
+    km = haversine_km(near.numpy().astype("float64"), x[:, None, :].numpy().astype("float64"))
+    assert km.max() <= 400.0 + 1e-3
+    assert km.mean() == pytest.approx(200.0, rel=0.05)
+
+
+def test_nearby_negatives_replace_the_last_random_ones():
+    torch.manual_seed(0)
+    model = _model("mc").eval()
+    batch = _batch()
+    negatives = sample_sphere((6, 3), generator=torch.Generator().manual_seed(1))
+    config = CSPLossConfig(num_random_locations=3, num_nearby_locations=2, nearby_km=300.0, simcse_weight=0.0)
+    _, terms = csp_loss(model, batch, config, negatives)
+    mixed = torch.cat([negatives[:, :1], nearby_locations(batch.lonlat, negatives[:, 1:], 300.0)], 1)
+    plain = CSPLossConfig(num_random_locations=3, simcse_weight=0.0)
+    _, expected = csp_loss(model, batch, plain, mixed)
+    assert terms["random_location"].item() == pytest.approx(expected["random_location"].item(), rel=1e-6)
+    with pytest.raises(ValueError, match="num_nearby_locations"):
+        CSPLossConfig(num_random_locations=2, num_nearby_locations=3)
