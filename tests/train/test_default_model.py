@@ -27,10 +27,6 @@ SAME_PLACE = [
     ("Costa Rica", (-84.0, 10.0), "Bradypus variegatus", "Ursus arctos"),
     ("Anchorage", (-149.9, 61.2), "Haliaeetus leucocephalus", "Erithacus rubecula"),
 ]
-# Known failure of the issue-11 rebuild (strict: it must be fixed, not forgotten): its network was
-# fine-tuned for 6 epochs only (CPU budget) and puts the robin above the bald eagle at Anchorage,
-# where both species' KDE is at its background (the nearest eagle training point is 2,291 km away).
-KNOWN_FAILURES = {"Anchorage"}
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +35,7 @@ def predictor() -> Predictor:
 
 
 @pytest.mark.parametrize(
-    ("place", "lonlat", "higher", "lower"),
-    [
-        pytest.param(
-            *case, marks=pytest.mark.xfail(strict=True, reason="under-trained rebuild, see KNOWN_FAILURES")
-        )
-        if case[0] in KNOWN_FAILURES
-        else case
-        for case in SAME_PLACE
-    ],
-    ids=[f"{p}: {h} > {lo}" for p, _, h, lo in SAME_PLACE],
+    ("place", "lonlat", "higher", "lower"), SAME_PLACE, ids=[f"{p}: {h} > {lo}" for p, _, h, lo in SAME_PLACE]
 )
 def test_prior_ranks_the_native_species_higher(predictor, place, lonlat, higher, lower):
     prior = predictor.prior(np.array([lonlat]))[0]
