@@ -50,7 +50,10 @@ The confidence guarantee
     the guarded one; this is the rule, not a smoothing artefact.)
 
 Captive or wild is decided elsewhere (:mod:`csp.captive`); this module only applies the rule.
-All arrays are NumPy: image probabilities ``(N, K)``, prior ``(N, C)``, frequencies ``(C,)``.
+:func:`fuse` takes NumPy arrays: image probabilities ``(N, K)``, prior ``(N, C)``, frequencies
+``(C,)``. :func:`fuse_all_linked` is the same rule on torch tensors for the case where every
+class is linked to the prior class of the same index (``K = C``, so ``M = 1``): the geo-aware
+evaluation of :func:`csp.metrics.evaluate_prior`, on the tensors' device.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch import Tensor
 
 CONFIDENT = 0.8
 """Image probability from which a class can never be replaced by the prior alone."""
@@ -183,8 +188,15 @@ def frequency_from_counts(counts: np.ndarray | list[int]) -> np.ndarray:
     return (counts + 1.0) / (counts.sum() + len(counts))
 
 
-def calibrate(image_probs: np.ndarray, temperature: float) -> np.ndarray:
-    """``p ** (1 / T)`` renormalised per row; ``(N, K)`` or ``(K,)`` float64, shape kept."""
+def calibrate(image_probs: np.ndarray | Tensor, temperature: float) -> np.ndarray | Tensor:
+    """``p ** (1 / T)`` renormalised per row; ``(N, K)`` or ``(K,)`` float64, shape kept (a
+    torch tensor stays one, on its device)."""
+    if isinstance(image_probs, Tensor):
+        probs = image_probs.double()
+        if temperature == 1.0:
+            return probs / probs.sum(dim=-1, keepdim=True)
+        logits = probs.clamp_min(1e-300).log() / temperature
+        return torch.softmax(logits, dim=-1)
     probs = np.asarray(image_probs, dtype=np.float64)
     if temperature == 1.0:
         return probs / probs.sum(axis=-1, keepdims=True)
@@ -207,9 +219,16 @@ def likelihood_ratio(prior: np.ndarray, class_frequency: np.ndarray) -> np.ndarr
     return prior / frequency
 
 
-def prior_weight(ratio: np.ndarray, params: FusionParams, top_prob: np.ndarray | float) -> np.ndarray:
+def prior_weight(
+    ratio: np.ndarray | Tensor, params: FusionParams, top_prob: np.ndarray | Tensor | float
+) -> np.ndarray | Tensor:
     """``clip(ratio, r_min, r_max) ** a(I)``; ``top_prob`` broadcasts against ``ratio``
-    (``(N, 1)`` against ``(N, L)``, or a number)."""
+    (``(N, 1)`` against ``(N, L)``, or a number). A torch ``ratio`` gives a tensor on its device."""
+    if isinstance(ratio, Tensor):
+        top = torch.as_tensor(top_prob, device=ratio.device)
+        exponent = torch.full(top.shape, params.alpha, dtype=ratio.dtype, device=ratio.device)
+        exponent = exponent.masked_fill_(top >= CONFIDENT, params.confident_alpha)
+        return ratio.clamp(params.ratio_min, params.ratio_max) ** exponent
     return np.clip(ratio, params.ratio_min, params.ratio_max) ** params.exponent(top_prob)
 
 
@@ -251,3 +270,28 @@ def fuse(
         fused[:, link.image_index] = new
         factor = np.where(group > 0, new / np.where(group > 0, group, 1.0), 1.0)
     return Fused(fused, probs, ratio, weight, factor)
+
+
+def fuse_all_linked(
+    image_probs: Tensor, prior: Tensor, class_frequency: Tensor, params: FusionParams
+) -> Tensor:
+    """:func:`fuse` when image class ``y`` is linked to prior class ``y`` for every ``y``
+    (``K = C``, the linked group is everything, ``M = 1``), on torch tensors.
+
+    Args:
+        image_probs: ``(N, C)`` image probabilities p(y | I).
+        prior: ``(N, C)`` normalised location prior p(s | x).
+        class_frequency: ``(C,)`` p(s), > 0.
+        params: the rule's parameters.
+
+    Returns:
+        ``(N, C)`` float64 q(y | I, x), rows summing to 1, on the inputs' device.
+    """
+    probs = calibrate(image_probs, params.image_temperature)
+    if params.ignores_prior:
+        return probs
+    if class_frequency.shape != prior.shape[-1:] or not bool((class_frequency > 0).all()):
+        raise ValueError(f"class_frequency must be {prior.shape[-1]} positive numbers, one per class")
+    ratio = prior.double() / class_frequency.to(prior.device, torch.float64)
+    weighted = probs * prior_weight(ratio, params, probs.max(dim=1, keepdim=True).values)
+    return weighted / weighted.sum(dim=1, keepdim=True)

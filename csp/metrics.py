@@ -7,11 +7,17 @@ comparison, without sorting: O(N C) and on the device.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from csp.fusion import FusionParams, fuse_all_linked
 from csp.models import LocationEncoder
+
+if TYPE_CHECKING:
+    from csp.prior import LocationPrior
 
 DEFAULT_KS = (1, 3, 5)
 
@@ -32,23 +38,6 @@ def rank_summary(ranks: Tensor, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, f
     return summary
 
 
-UNDERFLOW = 1e-30  # below this a float32 product p * sigmoid(l) may have lost its order
-
-
-def _geo_aware_ranks(logits: Tensor, probs: Tensor, labels: Tensor) -> Tensor:
-    """Ranks of ``p(y|I) * sigmoid(logit)``: a fast float32 product, and for rows whose true
-    score is so small that other scores may have underflowed to ties with it, the exact
-    order in log space, ``log p + log sigmoid(l)``."""
-    ranks = true_class_ranks(torch.sigmoid(logits).mul_(probs), labels)
-    product = probs.gather(1, labels[:, None]) * torch.sigmoid(logits.gather(1, labels[:, None]))
-    tiny = product.squeeze(1) < UNDERFLOW
-    if bool(tiny.any()):
-        rows = tiny.nonzero().squeeze(1)
-        exact = torch.log(probs[rows].clamp_min(torch.finfo(probs.dtype).tiny)) + F.logsigmoid(logits[rows])
-        ranks[rows] = true_class_ranks(exact, labels[rows])
-    return ranks
-
-
 @torch.inference_mode()
 def evaluate_prior(
     encoder: LocationEncoder,
@@ -58,6 +47,9 @@ def evaluate_prior(
     has_location: Tensor | None = None,
     block_size: int | None = None,
     ks: tuple[int, ...] = DEFAULT_KS,
+    prior: LocationPrior | None = None,
+    class_frequency: np.ndarray | Tensor | None = None,
+    fusion: FusionParams | None = None,
 ) -> dict[str, dict[str, float]]:
     """Location-only and (optionally) geo-aware ranking metrics.
 
@@ -69,6 +61,14 @@ def evaluate_prior(
         has_location: ``(N,)`` bool; where False the geo-aware score falls back to p(y | I).
         block_size: points per block; default about 2**18 / C, so that a block's ``(b, C)``
             scores stay in the CPU cache through the passes over them.
+        prior: the normalised p(species | x) the geo-aware score fuses (:mod:`csp.prior`) over
+            ``encoder``; default the network alone, softmax-normalised.
+        class_frequency: ``(C,)`` p(species) for the likelihood ratio; default
+            ``prior.class_frequency()``, else uniform.
+        fusion: the fusion rule's parameters (default :class:`csp.fusion.FusionParams`).
+
+    The geo-aware score is :func:`csp.fusion.fuse_all_linked` (the rule the predictor applies,
+    every class linked to itself), in float64.
 
     Returns:
         ``{"location": {...}}`` plus ``"image"`` and ``"geo_aware"`` when ``image_probs`` is
@@ -82,6 +82,17 @@ def evaluate_prior(
         raise ValueError("no points to evaluate")
     embeddings = encoder.embed(lonlat)
     head = encoder.class_emb.weight
+    if image_probs is not None:
+        if prior is None:
+            from csp.prior import LocationPrior
+
+            prior = LocationPrior(encoder)
+        if class_frequency is None:
+            class_frequency = prior.class_frequency()
+        if class_frequency is None:
+            class_frequency = np.full(head.shape[0], 1.0 / head.shape[0])
+        frequency = torch.as_tensor(class_frequency, dtype=torch.float64, device=head.device)
+        params = fusion or FusionParams()
     block = block_size or max(64, 2**18 // head.shape[0])
     location_ranks, image_ranks, combined_ranks = [], [], []
     for start in range(0, lonlat.shape[0], block):
@@ -93,7 +104,8 @@ def evaluate_prior(
         if image_probs is not None:
             probs = image_probs[start:stop]
             image_rank = true_class_ranks(probs, block_labels)
-            geo_rank = _geo_aware_ranks(logits, probs, block_labels)
+            fused = fuse_all_linked(probs, prior.probabilities(lonlat[start:stop]), frequency, params)
+            geo_rank = true_class_ranks(fused, block_labels)
             if has_location is not None:
                 geo_rank = torch.where(has_location[start:stop], geo_rank, image_rank)
             image_ranks.append(image_rank)

@@ -50,7 +50,8 @@ def evaluate_checkpoint(
     checkpoint, so the test split is exactly the one held out during training.
     ``image_probs``: a ``.npy`` of image-classifier probabilities p(y | I), shape
     ``(points in the split, C)``, rows in the split's order and columns in the checkpoint's
-    class order; adds image-only and geo-aware (p(y | I) times the prior) metrics.
+    class order; adds image-only and geo-aware metrics (the calibrated prior fused with the
+    image by :func:`csp.fusion.fuse_all_linked`, the rule the predictor applies).
     (:func:`csp.metrics.evaluate_prior` also takes a mask of points without a location, which
     fall back to p(y | I); every observation read here has one.)
     """
@@ -66,10 +67,11 @@ def evaluate_checkpoint(
             f"{checkpoint} was trained on {len(meta.class_names)} classes; {data.csv} after "
             f"cleaning has {len(splits.class_names)} (different data or cleaning)"
         )
-    results = evaluate_on_split(model, splits, split, device, image_probs)
+    prior = LocationPrior.load(checkpoint, model)
+    results = evaluate_on_split(model, splits, split, device, image_probs, prior)
     out = {"checkpoint": str(checkpoint), "split": split, "points": len(getattr(splits, split)), **results}
     if baselines:
-        out["comparison"] = compare_with_baselines(LocationPrior.load(checkpoint, model), splits, split)
+        out["comparison"] = compare_with_baselines(prior, splits, split)
     return out
 
 
@@ -79,10 +81,12 @@ def evaluate_on_split(
     split: str = "test",
     device: str = "cpu",
     image_probs: str | Path | None = None,
+    prior: LocationPrior | None = None,
 ) -> dict[str, dict[str, float]]:
     """:func:`csp.metrics.evaluate_prior` of a prior (a model or a checkpoint directory) on one
     split (``train``/``val``/``test``) of ``splits``: the one place a checkpoint is scored on
-    the held-out observations. ``results["location"]`` holds top-1/3/5 and MRR (%)."""
+    the held-out observations. ``results["location"]`` holds top-1/3/5 and MRR (%).
+    ``prior``: the normalised prior the geo-aware metrics fuse (default the network alone)."""
     if not isinstance(model, LocationEncoder):
         model, _ = load_checkpoint(model, map_location=device)
     indices = torch.from_numpy(getattr(splits, split))
@@ -97,7 +101,7 @@ def evaluate_on_split(
                 f"for the {split} split"
             )
         probs = torch.from_numpy(array).float().to(device)
-    return evaluate_prior(model.to(device), lonlat, labels, probs)
+    return evaluate_prior(model.to(device), lonlat, labels, probs, prior=prior)
 
 
 def _nll_ece(prior: LocationPrior, lonlat: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

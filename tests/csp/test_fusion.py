@@ -4,10 +4,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from csp.fusion import CONFIDENT, IMAGE_ONLY, FusionParams, LinkArrays, calibrate, fuse
+from csp.fusion import CONFIDENT, IMAGE_ONLY, FusionParams, LinkArrays, calibrate, fuse, fuse_all_linked
 
 LINK = LinkArrays.from_mapping({1: 1, 0: 0})  # image classes 0, 1 -> species 0, 1; class 2 unlinked
 
@@ -126,3 +127,24 @@ def test_frequency_from_counts_is_add_one_smoothed():
     np.testing.assert_allclose(frequency_from_counts([3, 0, 1]), [4 / 7, 1 / 7, 2 / 7])
     with pytest.raises(ValueError, match="non-negative"):
         frequency_from_counts([1, -1])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1.7])
+def test_all_linked_torch_rule_is_fuse_with_the_identity_link(temperature):
+    # The evaluation's torch path is the same rule as fuse() when class y is linked to species y.
+    rng = np.random.default_rng(3)
+    image = rng.dirichlet(np.full(6, 0.3), size=40)
+    image[:5] = 0.02
+    image[:5, 0] = 0.9  # confident rows take the guarded exponent
+    prior = rng.dirichlet(np.full(6, 0.5), size=40)
+    frequency = rng.dirichlet(np.ones(6))
+    params = FusionParams(alpha=0.7, ratio_min=0.05, ratio_max=30.0, image_temperature=temperature)
+    expected = fuse(image, prior, frequency, LinkArrays.from_mapping({i: i for i in range(6)}), params).probs
+    got = fuse_all_linked(
+        torch.from_numpy(image), torch.from_numpy(prior), torch.from_numpy(frequency), params
+    )
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
+    unchanged = fuse_all_linked(
+        torch.from_numpy(image), torch.from_numpy(prior), torch.from_numpy(frequency), IMAGE_ONLY
+    )
+    np.testing.assert_allclose(unchanged.numpy(), image / image.sum(1, keepdims=True))

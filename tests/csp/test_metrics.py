@@ -1,10 +1,13 @@
 """Ranking metrics against hand-computed values."""
 
+import numpy as np
 import pytest
 import torch
 
+from csp.fusion import IMAGE_ONLY, FusionParams, LinkArrays, fuse
 from csp.metrics import evaluate_prior, rank_summary, true_class_ranks
 from csp.models import LocationEncoder, LocationEncoderConfig
+from csp.prior import LocationPrior
 
 
 def test_ranks_and_summary_by_hand():
@@ -41,16 +44,21 @@ def test_ties_count_against_the_true_class():
     assert true_class_ranks(collapsed, torch.arange(5)).tolist() == [100] * 5
 
 
-@pytest.mark.parametrize(("true_logit", "rank"), [(-130.0, 1000), (-110.0, 4)])
-def test_geo_aware_ranks_do_not_underflow_to_ties(true_logit, rank):
-    # Prior logits far below -104 make sigmoid(l) * p exactly 0 in float32.
-    config = LocationEncoderConfig(encoding="xyz", hidden_dim=4, embed_dim=1, num_classes=1000, dropout=0.0)
-    encoder = LocationEncoder(config)
-    logits = torch.full((1000,), -120.0)
-    logits[:3] = 5.0
-    logits[500] = true_logit  # smallest prior of all, or above the 996 others at -120
-    encoder.embed = lambda lonlat: torch.ones(lonlat.shape[0], 1)
-    encoder.class_emb.weight.data = logits[:, None]
-    probs = torch.full((1, 1000), 1e-3)
-    result = evaluate_prior(encoder, torch.zeros(1, 2), torch.tensor([500]), probs)
-    assert result["geo_aware"]["mrr"] == pytest.approx(100 / rank)
+def test_geo_aware_evaluation_ranks_by_the_fusion_rule():
+    # evaluate --image-probs scores with csp.fusion (the predictor's rule), not its own product.
+    torch.manual_seed(1)
+    config = LocationEncoderConfig(encoding="wrap", hidden_dim=8, embed_dim=8, num_classes=6)
+    encoder = LocationEncoder(config).eval()
+    lonlat = torch.rand(50, 2) * torch.tensor([360.0, 180.0]) - torch.tensor([180.0, 90.0])
+    labels = torch.randint(0, 6, (50,))
+    probs = torch.softmax(3 * torch.randn(50, 6), dim=1)
+    frequency = np.random.default_rng(0).dirichlet(np.ones(6))
+    params = FusionParams(alpha=0.5, ratio_min=0.1, ratio_max=10.0)
+    result = evaluate_prior(encoder, lonlat, labels, probs, class_frequency=frequency, fusion=params)
+    prior = LocationPrior(encoder).probabilities(lonlat).numpy()
+    link = LinkArrays.from_mapping({i: i for i in range(6)})
+    fused = fuse(probs.double().numpy(), prior, frequency, link, params).probs
+    expected = rank_summary(true_class_ranks(torch.from_numpy(fused), labels))
+    assert result["geo_aware"] == pytest.approx(expected)
+    untouched = evaluate_prior(encoder, lonlat, labels, probs, fusion=IMAGE_ONLY)
+    assert untouched["geo_aware"] == pytest.approx(untouched["image"])
