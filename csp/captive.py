@@ -4,22 +4,37 @@ Known captive places
 --------------------
 The ``zoo`` rule of :mod:`csp.cleaning` marks records taken at a spot where at least
 ``zoo_min_species`` species were photographed far from the rest of their range (or outside
-their expert range). :func:`find_captive_places` groups those records into places: records
-closer than ``place_km`` to another record of the group are one place (single linkage), the
-place's centre is the mean of its records on the sphere and its radius is the distance to its
-farthest record plus ``place_km``. ``python -m train build-captive`` writes them to
-``captive_places.csv`` in the model directory, one place a row (:data:`CAPTIVE_COLUMNS`):
+their expert range). On its own that signature also catches busy *wild* spots in cities and
+parks, where many species with few records elsewhere were photographed (an earlier list built
+from it covered 11 % of the held-out wild observations). :func:`find_captive_places` turns the
+rule's records into compact places and keeps only those where captivity is the more likely
+explanation of a record (:class:`PlaceRule`):
+
+1. records of the rule closer than ``core_km`` to another one are one place (single linkage);
+   its centre is the mean of its records on the sphere, its radius the distance to its
+   farthest record plus ``core_km``;
+2. a place is kept when at least ``min_species`` species were dropped there (one far species
+   is a stray record, several are a collection) and when the zoo rule's records are at least
+   ``min_captive_share`` of *all* records within its radius (0.5: most photos taken there are
+   captive, so a photo there is more likely captive than wild; a city-wide cluster whose wild
+   records outnumber its captive ones is not kept).
+
+``core_km`` and ``min_species`` were chosen by ``python -m train experiment geoaware`` on the
+validation split (see :data:`PLACE_RULE`); ``min_captive_share`` is the majority threshold,
+not fitted. ``python -m train build-captive`` writes the places to ``captive_places.csv`` in the
+model directory, one place a row (:data:`CAPTIVE_COLUMNS`):
 
 ``lon``, ``lat``  centre, degrees
 ``radius_km``     the place covers points this close to the centre
 ``n_species``     species recorded there far from their range
 ``n_records``     records the rule dropped there
-``rule``          the rule and thresholds that found the place, e.g.
-                  ``zoo(place_km=5,zoo_min_species=8,zoo_far_km=2000)``
+``rule``          the rules and thresholds that found the place, e.g.
+                  ``zoo(place_km=5,zoo_min_species=8,zoo_far_km=2000)+place(core_km=1,...)``
 
 It is a co-occurrence pattern in the species data (see the limitations in :mod:`csp.cleaning`),
-not a list of zoos: it also contains botanical gardens and busy photo spots, and misses zoos
-nobody photographed species at.
+not a list of zoos: it also contains botanical gardens and insect houses, and misses zoos
+nobody photographed far-away species at. No taxonomy above the genus ships offline, so the
+rule cannot ask for several higher taxa.
 
 The flag and the modes
 ----------------------
@@ -49,7 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from csp.datasets._files import read_fixed_table
-from csp.geo import EARTH_RADIUS_KM, haversine_km, validate_lonlat
+from csp.geo import chord_length, haversine_km, km_to_radians, unit_vectors, validate_lonlat
 
 CAPTIVE_FILE = "captive_places.csv"
 CAPTIVE_COLUMNS = ("lon", "lat", "radius_km", "n_species", "n_records", "rule")
@@ -62,6 +77,46 @@ Chosen by ``python -m train experiment geoaware`` as the 2 % quantile of the rat
 species at held-out validation observations of linked species (so about 2 % of wild photos of a
 confident, correct class would be flagged); see the README section "Geo-aware classification".
 """
+
+
+@dataclass(frozen=True)
+class PlaceRule:
+    """How the zoo rule's records become known captive places (see the module docstring).
+
+    Attributes:
+        core_km: single-linkage distance between records of one place, km (> 0).
+        min_species: species the zoo rule dropped at the place (>= 1).
+        min_captive_share: the zoo rule's share of all records within the place, in [0, 1].
+    """
+
+    core_km: float = 0.5  # fitted on validation (grid 0.5 .. 5)
+    min_species: int = 2  # fitted (grid 2 .. 8)
+    min_captive_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.core_km) and self.core_km > 0):
+            raise ValueError(f"PlaceRule.core_km must be > 0, got {self.core_km}")
+        if self.min_species < 1:
+            raise ValueError(f"PlaceRule.min_species must be >= 1, got {self.min_species}")
+        if not 0.0 <= self.min_captive_share <= 1.0:
+            raise ValueError(f"PlaceRule.min_captive_share must be in [0, 1], got {self.min_captive_share}")
+
+    def describe(self) -> str:
+        return (
+            f"place(core_km={self.core_km:g},min_species={self.min_species},"
+            f"min_captive_share={self.min_captive_share:g})"
+        )
+
+
+PLACE_RULE = PlaceRule()
+"""The shipped :class:`PlaceRule`: ``core_km`` and ``min_species`` chosen by ``python -m train
+experiment geoaware`` on the validation split (the most zoo-rule records covered while at most
+:data:`MAX_WILD_COVERED` of the validation observations lie inside a place; see
+docs/geoaware/geoaware.md)."""
+
+MAX_WILD_COVERED = 0.02
+"""Largest share of held-out wild observations the known places may cover (the fitting budget,
+the same 2 % the out-of-range threshold allows)."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +137,8 @@ class CaptivePlace:
         )
 
 
-def _unit(lonlat: np.ndarray) -> np.ndarray:
-    lon, lat = np.radians(lonlat[:, 0]), np.radians(lonlat[:, 1])
-    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+def _chord(km: float) -> float:
+    return chord_length(km_to_radians(km))
 
 
 def _components(lonlat: np.ndarray, km: float) -> np.ndarray:
@@ -93,55 +147,65 @@ def _components(lonlat: np.ndarray, km: float) -> np.ndarray:
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
-    chord = 2.0 * math.sin(km / EARTH_RADIUS_KM / 2.0)
-    pairs = cKDTree(_unit(lonlat)).query_pairs(chord, output_type="ndarray")
+    pairs = cKDTree(unit_vectors(lonlat)).query_pairs(_chord(km), output_type="ndarray")
     n = len(lonlat)
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     return connected_components(graph, directed=False)[1]
 
 
 def find_captive_places(
-    lonlat: np.ndarray, labels: np.ndarray, zoo_drop: np.ndarray, place_km: float, rule: str
+    lonlat: np.ndarray,
+    labels: np.ndarray,
+    zoo_drop: np.ndarray,
+    rule: str,
+    place_rule: PlaceRule = PLACE_RULE,
+    counted: np.ndarray | None = None,
 ) -> list[CaptivePlace]:
-    """Group the records the zoo rule dropped into places (see the module docstring).
+    """Known captive places from the records the zoo rule dropped (see the module docstring).
 
     Args:
         lonlat: ``(N, 2)`` (lon, lat) degrees of all records.
         labels: ``(N,)`` species.
         zoo_drop: ``(N,)`` bool, the ``drop`` mask of :func:`csp.cleaning.flag_zoo_records`.
-        place_km: the rule's ``place_km``.
-        rule: the rule and its thresholds, written to each row.
+        rule: the zoo rule and its thresholds; each row's ``rule`` is it plus ``place_rule``.
+        place_rule: how records become places and which places are kept.
+        counted: ``(N,)`` bool, the records the captive share counts (default all; fitting
+            leaves the held-out observations out).
 
     Returns:
         Places sorted by number of species (most first), then by position.
     """
+    from scipy.spatial import cKDTree
+
     lonlat = np.asarray(lonlat, dtype=np.float64)
     labels = np.asarray(labels)
     zoo_drop = np.asarray(zoo_drop, dtype=bool)
-    if zoo_drop.shape != (len(lonlat),) or labels.shape != (len(lonlat),):
-        raise ValueError("lonlat, labels and zoo_drop must describe the same N records")
+    counted = np.ones(len(lonlat), dtype=bool) if counted is None else np.asarray(counted, dtype=bool)
+    if not (zoo_drop.shape == labels.shape == counted.shape == (len(lonlat),)):
+        raise ValueError("lonlat, labels, zoo_drop and counted must describe the same N records")
     at = np.flatnonzero(zoo_drop)
     if not len(at):
         return []
+    tree = cKDTree(unit_vectors(lonlat[counted]))
+    captive_counted = zoo_drop[counted]
     points, species = lonlat[at], labels[at]
-    group = _components(points, place_km)
+    group = _components(points, place_rule.core_km)
+    text = f"{rule}+{place_rule.describe()}"
     places = []
     for g in np.unique(group):
         members = group == g
-        mean = _unit(points[members]).sum(axis=0)
+        n_species = len(np.unique(species[members]))
+        if n_species < place_rule.min_species:
+            continue
+        mean = unit_vectors(points[members]).sum(axis=0)
         mean /= np.linalg.norm(mean)
         centre = np.array([math.degrees(math.atan2(mean[1], mean[0])), math.degrees(math.asin(mean[2]))])
-        radius = float(haversine_km(centre[None], points[members]).max()) + place_km
-        places.append(
-            CaptivePlace(
-                round(float(centre[0]), 5),
-                round(float(centre[1]), 5),
-                round(radius, 2),
-                int(len(np.unique(species[members]))),
-                int(members.sum()),
-                rule,
-            )
-        )
+        radius = float(haversine_km(centre[None], points[members]).max()) + place_rule.core_km
+        inside = tree.query_ball_point(mean, _chord(radius))
+        if not inside or captive_counted[inside].mean() < place_rule.min_captive_share:
+            continue
+        lon, lat = round(float(centre[0]), 5), round(float(centre[1]), 5)
+        places.append(CaptivePlace(lon, lat, round(radius, 2), n_species, int(members.sum()), text))
     places.sort(key=lambda p: (-p.n_species, p.lat, p.lon))
     return places
 

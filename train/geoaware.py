@@ -22,7 +22,11 @@ from PIL import Image
 from csp.baselines import KDE_BANDWIDTHS_KM, KNN_KS, KNNVote, SphericalKDE, select_on_validation
 from csp.captive import (
     CAPTIVE_FILE,
+    MAX_WILD_COVERED,
+    PLACE_RULE,
     CaptivePlace,
+    CaptiveSites,
+    PlaceRule,
     far_out_of_range,
     find_captive_places,
     write_captive_places,
@@ -67,12 +71,66 @@ def clean_all(data: DataConfig) -> Cleaned:
     return Cleaned(records, names, report, config)
 
 
-def captive_places(cleaned: Cleaned) -> list[CaptivePlace]:
-    """The zoo rule's places in ``cleaned`` (see :func:`csp.captive.find_captive_places`)."""
+def captive_places(
+    cleaned: Cleaned, place_rule: PlaceRule = PLACE_RULE, counted: np.ndarray | None = None
+) -> list[CaptivePlace]:
+    """The known captive places in ``cleaned`` (:func:`csp.captive.find_captive_places`);
+    ``counted``: ``(N,)`` bool records the captive share counts (default all)."""
     zoo = next(rule for rule in cleaned.report.rules if rule.rule == "zoo")
     c = cleaned.config
     rule = f"zoo(place_km={c.place_km:g},zoo_min_species={c.zoo_min_species},zoo_far_km={c.zoo_far_km:g})"
-    return find_captive_places(cleaned.records.lonlat, cleaned.names, zoo.drop, c.place_km, rule)
+    return find_captive_places(cleaned.records.lonlat, cleaned.names, zoo.drop, rule, place_rule, counted)
+
+
+CORE_KMS = (0.5, 1.0, 2.0, 5.0)
+PLACE_MIN_SPECIES = (2, 3, 5, 8)
+
+
+@dataclass
+class PlaceFit:
+    """The place rule chosen on validation and the grid it was chosen from."""
+
+    rule: PlaceRule
+    grid: list[dict[str, float]]  # one row per candidate: core_km, min_species, places, val %, recall %
+
+
+def held_out_mask(cleaned: Cleaned, splits: SpeciesSplits) -> np.ndarray:
+    """``(N,)`` bool over ``cleaned.records``: the validation and test observations of ``splits``
+    (the kept records, in order, are ``splits.records``)."""
+    kept = np.flatnonzero(cleaned.report.keep)
+    if not np.array_equal(cleaned.records.lonlat[kept], splits.records.lonlat):
+        raise ValueError("the cleaned records and the split's records differ (different data or cleaning)")
+    mask = np.zeros(len(cleaned.records.lonlat), dtype=bool)
+    mask[kept[np.concatenate([splits.val, splits.test])]] = True
+    return mask
+
+
+def fit_place_rule(cleaned: Cleaned, splits: SpeciesSplits) -> PlaceFit:
+    """Choose ``core_km`` and ``min_species`` of the place rule on the validation split.
+
+    For each candidate the places are built with the captive share counted over the records
+    outside the validation and test splits; the candidate covering the most zoo-rule records
+    (recall, in-sample: the places are built from them) while at most
+    :data:`csp.captive.MAX_WILD_COVERED` of the validation observations (wild: cleaning kept
+    them) lie inside a place wins. ``min_captive_share`` stays at its majority value.
+    """
+    counted = ~held_out_mask(cleaned, splits)
+    zoo = next(rule for rule in cleaned.report.rules if rule.rule == "zoo").drop
+    val_ll = splits.records.lonlat[splits.val]
+    grid, best = [], None
+    for core_km in CORE_KMS:
+        for min_species in PLACE_MIN_SPECIES:
+            rule = PlaceRule(core_km, min_species, PLACE_RULE.min_captive_share)
+            sites = CaptiveSites(captive_places(cleaned, rule, counted))
+            wild = float(sites.covers(val_ll).mean())
+            recall = float(sites.covers(cleaned.records.lonlat[zoo]).mean())
+            grid.append({"core_km": core_km, "min_species": min_species, "places": len(sites),
+                         "val_covered_pct": 100 * wild, "zoo_records_covered_pct": 100 * recall})  # fmt: skip
+            if wild <= MAX_WILD_COVERED and (best is None or recall > best[0] + 1e-12):
+                best = (recall, rule)
+    if best is None:
+        raise ValueError(f"no place rule covers at most {MAX_WILD_COVERED:.0%} of the validation points")
+    return PlaceFit(best[1], grid)
 
 
 def build_captive(out: str | Path = "assets/default", data: DataConfig | None = None) -> str:
@@ -438,7 +496,9 @@ def run_geoaware(options: GeoAwareOptions) -> str:
         splits.records.labels[splits.val],
     )
     threshold = float(np.quantile(pair_ratios(csp_source, val_obs)[0], OUT_OF_RANGE_QUANTILE))
-    sites = predictor.captive_sites
+    place_fit = fit_place_rule(cleaned, splits)
+    sites = CaptiveSites(captive_places(cleaned, place_fit.rule))  # as build-captive writes it
+    predictor.captive_sites = sites
 
     def auto(lonlat: np.ndarray, r_top: np.ndarray, c: float) -> np.ndarray:
         return sites.covers(lonlat) | far_out_of_range(c, r_top, CONFIDENT, threshold)
@@ -466,6 +526,10 @@ def run_geoaware(options: GeoAwareOptions) -> str:
         "out_of_range_ratio": threshold,
         "val_pairs": {k: len(v) for k, v in datasets.val.items()},
         "captive_places": len(sites),
+        "place_rule": vars(place_fit.rule),
+        "place_rule_is_shipped": place_fit.rule == PLACE_RULE,
+        "place_grid": place_fit.grid,
+        "test_covered_pct": 100 * float(sites.covers(splits.records.lonlat[splits.test]).mean()),
         "results": {
             s: {k: {r: vars(o) for r, o in rules.items()} for k, rules in kinds.items()}
             for s, kinds in results.items()
@@ -504,6 +568,21 @@ def render_geoaware(report: dict, results: dict[str, dict[str, dict[str, Outcome
         + ". Out-of-range ratio (2 % quantile at validation observations): "
         + f"{report['out_of_range_ratio']:.3g}; "
         f"{report['captive_places']} known captive places.",
+        "",
+        "Known captive places (csp.captive.PlaceRule) chosen on validation: "
+        + ", ".join(f"{k} {v:g}" for k, v in report["place_rule"].items())
+        + (" (the shipped PLACE_RULE)" if report["place_rule_is_shipped"] else " (differs from PLACE_RULE!)")
+        + f"; they cover {report['test_covered_pct']:.1f} % of the test observations. Candidates "
+        "(the captive share counted without validation and test points; recall is in-sample, the "
+        "places are built from those records):",
+        "",
+        "| core_km | min_species | places | validation obs. inside % | zoo-rule records covered % |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {g['core_km']:g} | {g['min_species']} | {g['places']} | {g['val_covered_pct']:.2f} | "
+            f"{g['zoo_records_covered_pct']:.1f} |"
+            for g in report["place_grid"]
+        ),
         "",
         "Cells: fix % / break % at image confidence p. Fix: the image's top class is the sister, "
         "the truth comes first after fusion. Break: the image's top class is right, the sister "

@@ -7,8 +7,10 @@ import pytest
 from PIL import Image
 
 from csp.captive import (
+    PLACE_RULE,
     CaptivePlace,
     CaptiveSites,
+    PlaceRule,
     assess_captive,
     far_out_of_range,
     find_captive_places,
@@ -17,6 +19,7 @@ from csp.captive import (
 )
 from csp.cleaning import CleaningConfig, flag_zoo_records
 from csp.fusion import CONFIDENT
+from csp.geo import haversine_km
 from csp.predictor import Predictor
 
 ZOO = (-0.1534, 51.5353)  # London
@@ -39,14 +42,55 @@ def test_zoo_rule_places_roundtrip(tmp_path):
     config = CleaningConfig()
     zoo = flag_zoo_records(lonlat, labels, config)
     assert zoo.drop.sum() == 10
-    places = find_captive_places(lonlat, labels, zoo.drop, config.place_km, "zoo(test)")
+    rule = PlaceRule(core_km=5.0)
+    places = find_captive_places(lonlat, labels, zoo.drop, "zoo(test)", rule)
     assert len(places) == 1
     place = places[0]
-    assert (place.n_species, place.n_records, place.rule) == (10, 10, "zoo(test)")
+    assert (place.n_species, place.n_records) == (10, 10)
+    assert place.rule == "zoo(test)+place(core_km=5,min_species=2,min_captive_share=0.5)"
     assert place.lon == pytest.approx(ZOO[0], abs=0.02) and place.lat == pytest.approx(ZOO[1], abs=0.02)
-    assert config.place_km < place.radius_km < config.place_km + 2
+    assert rule.core_km < place.radius_km < rule.core_km + 2
     write_captive_places(places, tmp_path / "places.csv")
     assert read_captive_places(tmp_path / "places.csv") == places
+
+
+def _city(n_wild: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Six captive records of six species at one zoo enclosure (within ~100 m) and ``n_wild``
+    wild records of local species scattered within 2 km of it."""
+    rng = np.random.default_rng(1)
+    zoo = np.array(ZOO) + rng.uniform(-0.0005, 0.0005, (6, 2))
+    wild = np.array(ZOO) + rng.uniform(-0.02, 0.02, (n_wild, 2))
+    labels = np.array([f"Far s{i}" for i in range(6)] + [f"Local s{i % 5}" for i in range(n_wild)])
+    drop = np.r_[np.ones(6, dtype=bool), np.zeros(n_wild, dtype=bool)]
+    return np.concatenate([zoo, wild]), labels, drop
+
+
+def test_a_place_whose_wild_records_outnumber_its_captive_ones_is_not_kept():
+    lonlat, labels, drop = _city(n_wild=0)
+    (zoo,) = find_captive_places(lonlat, labels, drop, "zoo", PlaceRule(core_km=0.5))
+    assert zoo.n_species == 6 and zoo.radius_km < 0.7  # a compact place: the enclosure, not the city
+    lonlat, labels, drop = _city(n_wild=400)
+    inside = haversine_km(np.array([[zoo.lon, zoo.lat]]), lonlat) <= zoo.radius_km
+    assert inside[6:].sum() > 6  # more wild records than captive ones within its radius
+    assert find_captive_places(lonlat, labels, drop, "zoo", PlaceRule(core_km=0.5)) == []
+    # The share counts only the records it is told to (fitting leaves held-out points out).
+    counted = np.r_[np.ones(6, dtype=bool), np.zeros(400, dtype=bool)]
+    assert len(find_captive_places(lonlat, labels, drop, "zoo", PlaceRule(core_km=0.5), counted)) == 1
+    # One far species is a stray record, not a collection.
+    assert find_captive_places(lonlat[:6], labels[:6], drop[:6], "zoo", PlaceRule(min_species=7)) == []
+
+
+def test_place_rule_is_validated_and_described():
+    assert PLACE_RULE.min_captive_share == 0.5
+    assert PlaceRule(1.0, 3, 0.5).describe() == "place(core_km=1,min_species=3,min_captive_share=0.5)"
+    with pytest.raises(ValueError, match="core_km"):
+        PlaceRule(core_km=0.0)
+    with pytest.raises(ValueError, match="min_species"):
+        PlaceRule(min_species=0)
+    with pytest.raises(ValueError, match="min_captive_share"):
+        PlaceRule(min_captive_share=1.5)
+    with pytest.raises(ValueError, match="same N records"):
+        find_captive_places(np.zeros((3, 2)), np.zeros(3), np.ones(2, dtype=bool), "zoo")
 
 
 def test_bad_captive_files_are_one_line_errors(tmp_path):
