@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from csp.checkpoint import load_checkpoint, save_checkpoint
+from csp.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from csp.chips import ChipLoader, EquirectangularImage
 from csp.cleaning import load_countries, load_native_ranges, native_country_codes, sample_pseudo_presences
 from csp.datasets import GeoRecords
@@ -81,6 +81,11 @@ class BuildOptions:
     # report says so. Pre-training reads no labels, so the split does not enter it.
     pretrained: Path | None = None
     finetune_epochs: int | None = None  # default: the plan's
+    # Seed of pre-training and fine-tuning (weights, batches, negatives); default ``seed``. The
+    # data (split, pseudo-presences, pre-training points) follows ``seed`` only, so training
+    # seeds can be compared on the same held-out queries (``experiment prior``).
+    train_seed: int | None = None
+    features: Path | None = None  # the chips' feature store; default ``<work>/features``
 
 
 @dataclass(frozen=True)
@@ -127,8 +132,11 @@ def pretraining_records(plan: BuildPlan, seed: int) -> list[ImageRecord]:
     sphere = sample_sphere(2 * plan.sphere_points, generator=torch.Generator().manual_seed(seed)).numpy()
     sphere = first_away_from_benchmark(sphere, plan.sphere_points, "sphere")
     land = first_away_from_benchmark(sample_land(2 * plan.land_points, seed + 1), plan.land_points, "land")
-    parts = [(f"mp16-{row}" for row in rows), (f"sphere-{i}" for i in range(len(sphere))),
-             (f"land-{i}" for i in range(len(land)))]
+    parts = [
+        (f"mp16-{row}" for row in rows),
+        (f"sphere-{i}" for i in range(len(sphere))),
+        (f"land-{i}" for i in range(len(land))),
+    ]
     return [
         ImageRecord(id=name, path=None, lon=float(lon), lat=float(lat))
         for names, lonlat in zip(parts, (photo_lonlat(rows), sphere, land), strict=True)
@@ -193,7 +201,8 @@ def add_pseudo_presences(
     return replace(splits, records=augmented, train=train), added
 
 
-def _linked_species() -> set[str]:
+def linked_species() -> set[str]:
+    """Species of the reviewed ImageNet <-> species link (the classes the photo tab re-weights)."""
     from csp.species_link import read_species_link
 
     return {
@@ -256,8 +265,9 @@ def data_starved_species(
 
 def _runtime(runtime: RuntimeConfig, options: BuildOptions, run: RunDir) -> RuntimeConfig:
     """The preset's runtime settings with this build's seed, device and run directory."""
+    seed = options.seed if options.train_seed is None else options.train_seed
     return replace(
-        runtime, seed=options.seed, device=options.device, progress=not options.quick, out_dir=str(run.root)
+        runtime, seed=seed, device=options.device, progress=not options.quick, out_dir=str(run.root)
     )
 
 
@@ -273,7 +283,7 @@ def _pretrain(
     pairs away from held-out observations. Returns the best checkpoint and the pairs left out."""
     work = Path(options.work)
     # 1. Pre-training pairs: Blue Marble chips -> frozen image features.
-    features_dir = work / "features"
+    features_dir = options.features or work / "features"
     encoder = create_image_encoder(device=device, image_size=plan.chip_px)
     loader = ChipLoader(EquirectangularImage.open(BLUE_MARBLE), plan.chip_size_deg, plan.chip_px)
     records = pretraining_records(plan, options.seed)
@@ -296,16 +306,27 @@ def _pretrain(
     return pretrained.best_dir, left_out
 
 
-def build_default(options: BuildOptions) -> str:
-    """Run the whole chain; returns the Markdown report (also written to ``<out>/report.md``)."""
-    plan = BuildPlan.for_options(options)
-    work, out = Path(options.work), Path(options.out)
-    timings: dict[str, float] = {}
+@dataclass
+class TrainedPrior:
+    """Steps 1-4 of a build: the CSP model, the fine-tuned network and the readable prior."""
+
+    prior: LocationPrior
+    meta: CheckpointMeta  # the fine-tuned network's, with the class counts
+    splits: SpeciesSplits  # with the pseudo-presences appended to the training split
+    pseudo: dict[str, int]  # pseudo-presences added per species
+    pretrained_dir: Path
+    left_out: int | None  # pre-training pairs left out near held-out observations
+    val_scores: dict[str, float]
+
+
+def train_prior(
+    options: BuildOptions, plan: BuildPlan, data: DataConfig, splits: SpeciesSplits, timings: dict[str, float]
+) -> TrainedPrior:
+    """Pre-train (unless ``options.pretrained``), fine-tune, choose the prior's settings on
+    validation; ``timings`` gets the seconds of each step."""
     started = time.perf_counter()
     device = select_device(options.device)
-
-    data = DataConfig(split_seed=options.seed)
-    splits = load_species(data)
+    work = Path(options.work)
     finetune_run = RunDir(work / "finetune")
     if options.pretrained is None:
         pretrained_dir, left_out = _pretrain(plan, options, splits, device, timings, started)
@@ -314,7 +335,7 @@ def build_default(options: BuildOptions) -> str:
         timings["features"] = timings["pretrain"] = 0.0
 
     # 3. Fine-tuning on cleaned observations (+ marked pseudo-presences for linked species).
-    augmented, pseudo = add_pseudo_presences(splits, plan.min_wild_points, options.seed, _linked_species())
+    augmented, pseudo = add_pseudo_presences(splits, plan.min_wild_points, options.seed, linked_species())
     finetune_config = load_config(FinetuneConfig, "finetune")
     finetune_config = replace(
         finetune_config,
@@ -328,38 +349,57 @@ def build_default(options: BuildOptions) -> str:
         runtime=_runtime(finetune_config.runtime, options, finetune_run),
     )
     tuned = run_finetune(finetune_config, resume=finetune_run.holds_run, splits=augmented)
-    timings["finetune"] = time.perf_counter() - started - sum(timings.values())
+    timings["finetune"] = time.perf_counter() - started - timings["features"] - timings["pretrain"]
 
-    # 4. The readable prior: term weights chosen on validation, temperature fitted there;
-    #    then every method on the real held-out test observations, and the model directory.
-    prior, meta = load_checkpoint(tuned.best_dir)
+    # 4. The readable prior: term weights chosen on validation, temperature fitted there.
+    network, meta = load_checkpoint(tuned.best_dir)
     records = augmented.records
     train_points = (records.lonlat[augmented.train], records.labels[augmented.train])
     settings, val_scores = select_settings(
-        prior, train_points, (records.lonlat[augmented.val], records.labels[augmented.val]), SelectionGrid()
+        network, train_points, (records.lonlat[augmented.val], records.labels[augmented.val]), SelectionGrid()
     )
-    location_prior = LocationPrior(prior, settings, train_points)
-    comparison = compare_with_baselines(location_prior, augmented, "test", seed=options.seed)
-    test_metrics = next(row for row in comparison["rows"] if row["name"] == "prior")
-    meta.metrics = {
-        "test": {k: test_metrics[k] for k in ("top1", "top3", "top5", "mrr", "nll", "ece")},
-        "val": meta.metrics,
-        "network_test": evaluate_on_split(prior, splits, "test")["location"],
-    }
+    location_prior = LocationPrior(network, settings, train_points)
     meta.expert_range_species = sorted(pseudo)
     meta.train |= {"pseudo_presences": pseudo}
     meta.train["class_counts"] = np.bincount(  # training labels per class: p(s) in csp.fusion
-        augmented.records.labels[augmented.train], minlength=len(meta.class_names)
+        records.labels[augmented.train], minlength=len(meta.class_names)
     ).tolist()
-    save_checkpoint(out / "prior", prior, meta)
-    location_prior.save(out / "prior")
+    return TrainedPrior(location_prior, meta, augmented, pseudo, pretrained_dir, left_out, val_scores)
+
+
+def build_default(options: BuildOptions) -> str:
+    """Run the whole chain; returns the Markdown report (also written to ``<out>/report.md``)."""
+    plan = BuildPlan.for_options(options)
+    work, out = Path(options.work), Path(options.out)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    device = select_device(options.device)
+    data = DataConfig(split_seed=options.seed)
+    splits = load_species(data)
+    trained = train_prior(options, plan, data, splits, timings)
+    # Every method on the real held-out test observations.
+    comparison = compare_with_baselines(trained.prior, trained.splits, "test", seed=options.seed)
+    test_metrics = next(row for row in comparison["rows"] if row["name"] == "prior")
+    trained.meta.metrics = {
+        "test": {k: test_metrics[k] for k in ("top1", "top3", "top5", "mrr", "nll", "ece")},
+        "val": trained.meta.metrics,
+        "network_test": evaluate_on_split(trained.prior.encoder, splits, "test")["location"],
+    }
+    save_checkpoint(out / "prior", trained.prior.encoder, trained.meta)
+    trained.prior.save(out / "prior")
     write_split_csv(out / SPLIT_FILE, splits)
-    csp_model, csp_meta = load_checkpoint(pretrained_dir)
+    csp_model, csp_meta = load_checkpoint(trained.pretrained_dir)
     csp_meta.image_size = plan.chip_px  # the app encodes query images like the chips
     save_checkpoint(out / "csp", csp_model, csp_meta)
     # Where could this be: held-out chips (too slow for the quick build's tests).
-    where = None if options.quick else where_report(
-        WhereOptions(chips=work / "chips", checkpoints=(out / "csp",), out=work / "where", device=str(device))
+    where = (
+        None
+        if options.quick
+        else where_report(
+            WhereOptions(
+                chips=work / "chips", checkpoints=(out / "csp",), out=work / "where", device=str(device)
+            )
+        )
     )
     build_captive(out, data)  # captive_places.csv: the zoo rule's places (csp.captive)
     timings["total"] = time.perf_counter() - started
@@ -370,11 +410,11 @@ def build_default(options: BuildOptions) -> str:
         "pretrained_from": str(options.pretrained) if options.pretrained else None,
         "finetune_epochs": options.finetune_epochs or plan.finetune_epochs,
         "data": splits.summary(),
-        "pairs_near_held_out": left_out,
-        "pseudo_presences": pseudo,
-        "data_starved": data_starved_species(splits, plan.min_wild_points, pseudo, data),
-        "prior_settings": asdict(settings),
-        "val_selection": val_scores,
+        "pairs_near_held_out": trained.left_out,
+        "pseudo_presences": trained.pseudo,
+        "data_starved": data_starved_species(splits, plan.min_wild_points, trained.pseudo, data),
+        "prior_settings": asdict(trained.prior.settings),
+        "val_selection": trained.val_scores,
         "comparison": comparison,
         "pretrain": {
             k.removeprefix("val_retrieval_"): v
