@@ -7,13 +7,16 @@ For one photo ``I`` taken at ``x`` (lon, lat in degrees), with
 * ``p(y | I)``: the image classifier's probabilities over its ``K`` classes, calibrated with a
   temperature ``T``: ``p_T(y | I) ∝ p(y | I) ** (1 / T)`` (``T = 1`` keeps them as they are);
 * ``p(s | x)``: the location prior, normalised over the ``C`` species of the prior (rows sum
-  to 1);
+  to 1), read at a fusion temperature ``T_p``: ``p_Tp(s | x) ∝ p(s | x) ** (1 / T_p)`` over the
+  ``C`` species (``T_p = 1`` keeps the prior as calibrated; the calibration fits ``p(s | x)``
+  by its likelihood over all species, and the fusion needs it sharp enough to separate sister
+  species, so ``T_p`` is fitted on the fusion's own validation protocol);
 * ``p(s)``: the species' overall frequency in the prior's training data (sums to 1);
 * a link ``s(y)`` from some image classes ``y`` (the *linked group* ``G``) to species,
 
 Bayes' rule with the image and the location independent given the class gives
 ``p(y | I, x) ∝ p(y | I) · p(y | x) / p(y)``: the prior enters only through the likelihood
-ratio ``r(y, x) = p(s(y) | x) / p(s(y))``, how much more (or less) common the species is at
+ratio ``r(y, x) = p_Tp(s(y) | x) / p(s(y))``, how much more (or less) common the species is at
 ``x`` than on average. The fused scores are
 
     w(y, x)        = clip(r(y, x), r_min, r_max) ** a(I)                       (y in G)
@@ -81,11 +84,13 @@ class FusionParams:
         confident_range: ``rho_c``, the largest factor between two linked classes' weights
             when the image is confident; in [1, c / (1 - c)) = [1, 4).
         image_temperature: temperature T applied to the image probabilities, > 0.
+        prior_temperature: temperature ``T_p`` applied to the normalised prior before the
+            likelihood ratio, > 0 (< 1 sharpens it).
 
-    ``alpha``, ``ratio_min`` and ``ratio_max`` were fitted by ``python -m train experiment
-    geoaware`` on the validation protocol of :mod:`train.geoaware` (simulated two-way
-    confusions at real validation observations; the README section "Geo-aware
-    classification" has the figures). ``confident_range`` is not fitted: no simulated
+    ``alpha``, ``ratio_min``, ``ratio_max`` and ``prior_temperature`` were fitted by
+    ``python -m train experiment geoaware`` on the validation protocol of :mod:`train.geoaware`
+    (simulated two-way confusions at real validation observations; the README section
+    "Geo-aware classification" has the figures). ``confident_range`` is not fitted: no simulated
     two-way case depends on it (a confident image can be neither fixed nor broken), so it is
     set halfway below the limit of 4. ``image_temperature`` is not fitted either: no
     labelled photos are available offline, so the image model's own softmax is used (T = 1).
@@ -96,6 +101,7 @@ class FusionParams:
     ratio_max: float = 1e3  # fitted (grid 2 .. 1e4)
     confident_range: float = 2.0
     image_temperature: float = 1.0
+    prior_temperature: float = 1.0  # fitted (grid 0.125 .. 1)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0):
@@ -106,8 +112,10 @@ class FusionParams:
             raise ValueError(
                 f"FusionParams.ratio_max must be >= ratio_min ({self.ratio_min}), got {self.ratio_max}"
             )
-        if not (math.isfinite(self.image_temperature) and self.image_temperature > 0):
-            raise ValueError(f"FusionParams.image_temperature must be > 0, got {self.image_temperature}")
+        for name in ("image_temperature", "prior_temperature"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"FusionParams.{name} must be > 0, got {value}")
         limit = CONFIDENT / (1.0 - CONFIDENT)
         range_ok = math.isfinite(self.confident_range) and 1.0 <= self.confident_range
         if not range_ok or self.confident_range >= limit * (1.0 - 1e-9):  # 0.8 / 0.2 rounds above 4
@@ -167,7 +175,7 @@ class Fused:
     Attributes:
         probs: ``(N, K)`` fused probabilities q(y | I, x) (rows sum to the calibrated mass, 1).
         image_probs: ``(N, K)`` calibrated image probabilities p_T(y | I).
-        ratio: ``(N, L)`` likelihood ratio p(s(y) | x) / p(s(y)) of each linked class.
+        ratio: ``(N, L)`` likelihood ratio p_Tp(s(y) | x) / p(s(y)) of each linked class.
         weight: ``(N, L)`` the tempered, clipped ratio w(y, x) before renormalisation.
         factor: ``(N, L)`` q / p_T of each linked class (the factor the prior applied, after
             the group was renormalised; 1 where p_T is 0).
@@ -188,16 +196,17 @@ def frequency_from_counts(counts: np.ndarray | list[int]) -> np.ndarray:
     return (counts + 1.0) / (counts.sum() + len(counts))
 
 
-def calibrate(image_probs: np.ndarray | Tensor, temperature: float) -> np.ndarray | Tensor:
-    """``p ** (1 / T)`` renormalised per row; ``(N, K)`` or ``(K,)`` float64, shape kept (a
-    torch tensor stays one, on its device)."""
-    if isinstance(image_probs, Tensor):
-        probs = image_probs.double()
+def calibrate(probs: np.ndarray | Tensor, temperature: float) -> np.ndarray | Tensor:
+    """``p ** (1 / T)`` renormalised per row (image probabilities over K classes, or the prior
+    over C species); ``(N, K)`` or ``(K,)`` float64, shape kept (a torch tensor stays one, on its
+    device)."""
+    if isinstance(probs, Tensor):
+        probs = probs.double()
         if temperature == 1.0:
             return probs / probs.sum(dim=-1, keepdim=True)
         logits = probs.clamp_min(1e-300).log() / temperature
         return torch.softmax(logits, dim=-1)
-    probs = np.asarray(image_probs, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
     if temperature == 1.0:
         return probs / probs.sum(axis=-1, keepdims=True)
     logits = np.log(np.clip(probs, 1e-300, None)) / temperature
@@ -256,7 +265,8 @@ def fuse(
     if prior.shape[0] != probs.shape[0]:
         raise ValueError(f"{probs.shape[0]} image rows but {prior.shape[0]} prior rows")
     n = probs.shape[0]
-    ratio = likelihood_ratio(prior, class_frequency)[:, link.species_index]
+    tempered = calibrate(prior, params.prior_temperature)
+    ratio = likelihood_ratio(tempered, class_frequency)[:, link.species_index]
     weight = prior_weight(ratio, params, probs.max(axis=1, keepdims=True))
     fused = probs.copy()
     factor = np.ones((n, len(link)))
@@ -292,6 +302,6 @@ def fuse_all_linked(
         return probs
     if class_frequency.shape != prior.shape[-1:] or not bool((class_frequency > 0).all()):
         raise ValueError(f"class_frequency must be {prior.shape[-1]} positive numbers, one per class")
-    ratio = prior.double() / class_frequency.to(prior.device, torch.float64)
+    ratio = calibrate(prior, params.prior_temperature) / class_frequency.to(prior.device, torch.float64)
     weighted = probs * prior_weight(ratio, params, probs.max(dim=1, keepdim=True).values)
     return weighted / weighted.sum(dim=1, keepdim=True)

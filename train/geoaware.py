@@ -37,6 +37,7 @@ from csp.fusion import (
     CONFIDENT,
     FusionParams,
     LinkArrays,
+    calibrate,
     frequency_from_counts,
     likelihood_ratio,
     prior_weight,
@@ -150,6 +151,7 @@ CONFIDENCES = (0.55, 0.65, 0.75, 0.85, 0.95)
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 RATIO_MINS = (1e-3, 1e-2, 0.05, 0.1, 0.3, 1.0)
 RATIO_MAXS = (2.0, 5.0, 10.0, 30.0, 100.0, 1e3, 1e4)
+PRIOR_TEMPERATURES = (1.0, 0.5, 0.25, 0.125)
 OUT_OF_RANGE_QUANTILE = 0.02
 
 # Real photos that install offline (package, path inside it) and the class that is right.
@@ -248,19 +250,33 @@ class Outcome:
         return 100.0 * sum(table[c] for c in chosen) / max(1, self.n * len(chosen))
 
 
-def pair_ratios(source: PriorSource, pairs: Pairs, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """``(P,)`` likelihood ratios p(s | x) / p(s) of the truth and of the sister at each pair."""
-    r_true, r_sister = np.empty(len(pairs)), np.empty(len(pairs))
+Ratios = tuple[np.ndarray, np.ndarray]  # (P,) likelihood ratios of the truth and of the sister
+
+
+def pair_ratios(
+    source: PriorSource, pairs: Pairs, temperatures: Sequence[float] = (1.0,), block: int = 1024
+) -> dict[float, Ratios]:
+    """``{T_p: (r_true, r_sister)}``: the likelihood ratios p_Tp(s | x) / p(s) of the truth and
+    of the sister at each pair, the prior read at each fusion temperature ``T_p`` (computed
+    once per block of pairs, :func:`csp.fusion.calibrate` per temperature)."""
+    out = {t: (np.empty(len(pairs)), np.empty(len(pairs))) for t in temperatures}
     for start in range(0, len(pairs), block):
         rows = slice(start, start + block)
-        ratio = likelihood_ratio(source.prior(pairs.lonlat[rows]), source.frequency)
-        index = np.arange(ratio.shape[0])
-        r_true[rows], r_sister[rows] = ratio[index, pairs.truth[rows]], ratio[index, pairs.sister[rows]]
-    return r_true, r_sister
+        prior = source.prior(pairs.lonlat[rows])
+        index = np.arange(prior.shape[0])
+        for t, (r_true, r_sister) in out.items():
+            ratio = likelihood_ratio(calibrate(prior, t), source.frequency)
+            r_true[rows], r_sister[rows] = ratio[index, pairs.truth[rows]], ratio[index, pairs.sister[rows]]
+    return out
+
+
+def fusion_ratios(source: PriorSource, pairs: Pairs, params: FusionParams) -> Ratios:
+    """:func:`pair_ratios` at the fusion temperature of ``params``."""
+    return pair_ratios(source, pairs, (params.prior_temperature,))[params.prior_temperature]
 
 
 def simulate(
-    ratios: tuple[np.ndarray, np.ndarray],
+    ratios: Ratios,
     pairs: Pairs,
     params: FusionParams,
     confidences: Sequence[float] = CONFIDENCES,
@@ -271,7 +287,8 @@ def simulate(
     Confusion: the image gives the sister ``c`` and the truth ``1 - c``; *fixed* when the fused
     truth beats the sister, ``(1 - c) w_truth > c w_sister`` (the linked group's renormalisation
     keeps this order, see :mod:`csp.fusion`). Correct: the image gives the truth ``c``; *broken*
-    when ``(1 - c) w_sister > c w_truth``. ``ratios``: :func:`pair_ratios`.
+    when ``(1 - c) w_sister > c w_truth``. ``ratios``: :func:`fusion_ratios` (at the fusion
+    temperature of ``params``).
     ``captive(lonlat, top_ratio, c) -> (P,) bool`` marks pairs the auto mode sends to captive
     (image ranking kept: neither fixed nor broken).
     """
@@ -311,17 +328,20 @@ def expected_gain(outcome: Outcome) -> float:
 
 
 def fit_params(source: PriorSource, pairs: Pairs) -> tuple[FusionParams, float]:
-    """Grid search of alpha, ratio_min and ratio_max on validation pairs (maximum
-    :func:`expected_gain`)."""
-    ratios = pair_ratios(source, pairs)
+    """Grid search of the prior's fusion temperature, alpha, ratio_min and ratio_max on
+    validation pairs (maximum :func:`expected_gain`)."""
+    by_temperature = pair_ratios(source, pairs, PRIOR_TEMPERATURES)
     best: tuple[float, FusionParams] | None = None
-    for alpha in ALPHAS:
-        for ratio_min in RATIO_MINS:
-            for ratio_max in RATIO_MAXS:
-                params = FusionParams(alpha=alpha, ratio_min=ratio_min, ratio_max=ratio_max)
-                gain = expected_gain(simulate(ratios, pairs, params))
-                if best is None or gain > best[0] + 1e-12:
-                    best = (gain, params)
+    for temperature, ratios in by_temperature.items():
+        for alpha in ALPHAS:
+            for ratio_min in RATIO_MINS:
+                for ratio_max in RATIO_MAXS:
+                    params = FusionParams(
+                        alpha=alpha, ratio_min=ratio_min, ratio_max=ratio_max, prior_temperature=temperature
+                    )
+                    gain = expected_gain(simulate(ratios, pairs, params))
+                    if best is None or gain > best[0] + 1e-12:
+                        best = (gain, params)
     assert best is not None
     return best[1], best[0]
 
@@ -495,7 +515,8 @@ def run_geoaware(options: GeoAwareOptions) -> str:
         splits.records.labels[splits.val],
         splits.records.labels[splits.val],
     )
-    threshold = float(np.quantile(pair_ratios(csp_source, val_obs)[0], OUT_OF_RANGE_QUANTILE))
+    csp_params = fits[csp_source.name][0]
+    threshold = float(np.quantile(fusion_ratios(csp_source, val_obs, csp_params)[0], OUT_OF_RANGE_QUANTILE))
     place_fit = fit_place_rule(cleaned, splits)
     sites = CaptiveSites(captive_places(cleaned, place_fit.rule))  # as build-captive writes it
     predictor.captive_sites = sites
@@ -507,17 +528,20 @@ def run_geoaware(options: GeoAwareOptions) -> str:
     for set_name, by_kind in datasets.sets.items():
         results[set_name] = {}
         for kind, pairs in by_kind.items():
-            csp_ratios = pair_ratios(csp_source, pairs)
+            csp_ratios = fusion_ratios(csp_source, pairs, csp_params)
+            kde_params, knn_params = fits[kde.name][0], fits[knn.name][0]
             results[set_name][kind] = {
                 "old rule (image × presence score)": old_rule(predictor, pairs),
-                "KDE prior, fusion rule, wild": simulate(pair_ratios(kde, pairs), pairs, fits[kde.name][0]),
-                "kNN prior, fusion rule, wild": simulate(pair_ratios(knn, pairs), pairs, fits[knn.name][0]),
-                "CSP prior, fusion rule, wild": simulate(csp_ratios, pairs, fits[csp_source.name][0]),
-                "CSP prior, fusion rule, auto": simulate(
-                    csp_ratios, pairs, fits[csp_source.name][0], captive=auto
+                "KDE prior, fusion rule, wild": simulate(
+                    fusion_ratios(kde, pairs, kde_params), pairs, kde_params
                 ),
+                "kNN prior, fusion rule, wild": simulate(
+                    fusion_ratios(knn, pairs, knn_params), pairs, knn_params
+                ),
+                "CSP prior, fusion rule, wild": simulate(csp_ratios, pairs, csp_params),
+                "CSP prior, fusion rule, auto": simulate(csp_ratios, pairs, csp_params, captive=auto),
             }
-    photos = real_photo_rows(predictor, fits[csp_source.name][0])
+    photos = real_photo_rows(predictor, csp_params)
     report = {
         "model_dir": str(options.model_dir),
         "split": data.split,
@@ -561,7 +585,8 @@ def render_geoaware(report: dict, results: dict[str, dict[str, dict[str, Outcome
         + ", ".join(f"{k}: {v:,}" for k, v in report["val_pairs"].items())
         + "): "
         + "; ".join(
-            f"{name}: alpha {f['params']['alpha']:g}, ratio in [{f['params']['ratio_min']:.3g}, "
+            f"{name}: prior temperature {f['params']['prior_temperature']:g}, "
+            f"alpha {f['params']['alpha']:g}, ratio in [{f['params']['ratio_min']:.3g}, "
             f"{f['params']['ratio_max']:.3g}], expected top-1 gain {f['val_gain_pp']:.2f} pp"
             for name, f in report["fits"].items()
         )

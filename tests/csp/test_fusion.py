@@ -148,3 +148,14 @@ def test_all_linked_torch_rule_is_fuse_with_the_identity_link(temperature):
         torch.from_numpy(image), torch.from_numpy(prior), torch.from_numpy(frequency), IMAGE_ONLY
     )
     np.testing.assert_allclose(unchanged.numpy(), image / image.sum(1, keepdims=True))
+
+
+def test_hand_computed_prior_temperature():
+    # T_p = 0.5: prior [0.75, 0.25] -> [0.5625, 0.0625] / 0.625 = [0.9, 0.1]; freq [0.5, 0.5]
+    # -> ratio [1.8, 0.2], the hand-computed case above (clip [0.5, 1.9]).
+    params = FusionParams(alpha=1.0, ratio_min=0.5, ratio_max=1.9, prior_temperature=0.5)
+    fused = fuse(np.array([0.5, 0.3, 0.2]), np.array([0.75, 0.25]), np.array([0.5, 0.5]), LINK, params)
+    np.testing.assert_allclose(fused.ratio[0], [1.8, 0.2])
+    np.testing.assert_allclose(fused.probs[0], [0.8 * 0.9 / 1.05, 0.8 * 0.15 / 1.05, 0.2])
+    with pytest.raises(ValueError, match="prior_temperature must be > 0"):
+        FusionParams(prior_temperature=0.0)

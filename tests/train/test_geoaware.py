@@ -3,7 +3,16 @@
 import numpy as np
 
 from csp.fusion import FusionParams
-from train.geoaware import Outcome, Pairs, expected_gain, genus_pairs, simulate
+from train.geoaware import (
+    Outcome,
+    Pairs,
+    PriorSource,
+    expected_gain,
+    fusion_ratios,
+    genus_pairs,
+    pair_ratios,
+    simulate,
+)
 
 
 def test_genus_pairs_pair_only_congeners():
@@ -30,3 +39,15 @@ def test_simulate_counts_fixes_and_breaks_by_hand():
 def test_expected_gain_weights_fixes_and_breaks_by_calibrated_odds():
     outcome = Outcome(fixed={0.75: 4}, broken={0.75: 1}, n=10)
     assert expected_gain(outcome) == 100.0 * (0.25 * 4 - 0.75 * 1) / 10
+
+
+def test_pair_ratios_read_the_prior_at_each_fusion_temperature():
+    # Prior [0.8, 0.2] everywhere, frequency [0.5, 0.5]. At T_p = 0.5 the prior is squared and
+    # renormalised: [0.64, 0.04] / 0.68.
+    source = PriorSource("flat", lambda x: np.tile([0.8, 0.2], (len(x), 1)), np.array([0.5, 0.5]))
+    pairs = Pairs(np.zeros((3, 2)), np.array([0, 1, 0]), np.array([1, 0, 1]))
+    ratios = pair_ratios(source, pairs, (1.0, 0.5), block=2)
+    np.testing.assert_allclose(ratios[1.0][0], [1.6, 0.4, 1.6])
+    np.testing.assert_allclose(ratios[0.5][1], [0.04 / 0.68 / 0.5, 0.64 / 0.68 / 0.5, 0.04 / 0.68 / 0.5])
+    params = FusionParams(prior_temperature=0.5)
+    np.testing.assert_allclose(fusion_ratios(source, pairs, params)[0], ratios[0.5][0])
