@@ -62,8 +62,9 @@ class Move:
     """One image class whose rank the location changed (ranks 1-based over all image classes).
 
     ``prior``: p(species | x) at the photo (normalised over the prior's species); ``ratio``:
-    prior / the species' overall frequency; ``factor``: geo-aware / image probability of the
-    class (the factor applied, see :mod:`csp.fusion`).
+    the likelihood ratio the fusion used, the prior at its fusion temperature over the
+    species' overall frequency; ``factor``: geo-aware / image probability of the class (the
+    factor applied, see :mod:`csp.fusion`).
     """
 
     name: str

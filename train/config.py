@@ -10,6 +10,7 @@ silently; encoding arguments are validated against the encoding registry when th
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +124,14 @@ class DataConfig:
 
     @property
     def bundled(self) -> bool:
-        """Whether this is the bundled species data (whose defaults differ from a user's file)."""
-        return Path(self.csv).resolve() == Path(DEFAULT_SPECIES_CSV).resolve()
+        """Whether this is the bundled species data (whose defaults differ from a user's file):
+        the bundled file itself, or a byte-identical copy of it (a checkpoint records the
+        absolute path of the checkout it was built in; another checkout's copy is the same data)."""
+        path, bundled = Path(self.csv), Path(DEFAULT_SPECIES_CSV)
+        if path.resolve() == bundled.resolve():
+            return True
+        same_size = path.is_file() and bundled.is_file() and path.stat().st_size == bundled.stat().st_size
+        return same_size and filecmp.cmp(path, bundled, shallow=False)
 
     @property
     def cleaning(self) -> str:
