@@ -157,20 +157,23 @@ class LocationPrior:
         return torch.sigmoid(self.network_logits(lonlat))
 
     @torch.inference_mode()
-    def log_scores(self, lonlat: Tensor) -> Tensor:
-        """``z(x)`` before the temperature: ``(N, 2)`` degrees -> ``(N, C)`` float64."""
+    def log_scores(self, lonlat: Tensor, network_logits: Tensor | None = None) -> Tensor:
+        """``z(x)`` before the temperature: ``(N, 2)`` degrees -> ``(N, C)`` float64
+        (``network_logits``: this encoder's ``(N, C)`` logits at ``lonlat``, if already made)."""
         s = self.settings
         x = lonlat.to(self.device)
-        z = s.network_weight * F.logsigmoid(self.network_logits(x).double())
+        logits = self.network_logits(x) if network_logits is None else network_logits
+        z = s.network_weight * F.logsigmoid(logits.double())
         if self.kde is not None:
             z = z + s.kde_weight * self.kde(x.double())
         if self.habitat is not None:
             z = z + s.habitat_weight * self.habitat(x.double())
         return z
 
-    def probabilities(self, lonlat: Tensor) -> Tensor:
-        """p(species | x): ``(N, 2)`` degrees -> ``(N, C)`` float64, rows summing to 1."""
-        return torch.softmax(self.log_scores(lonlat) / self.settings.temperature, dim=1)
+    def probabilities(self, lonlat: Tensor, network_logits: Tensor | None = None) -> Tensor:
+        """p(species | x): ``(N, 2)`` degrees -> ``(N, C)`` float64, rows summing to 1
+        (``network_logits`` as in :meth:`log_scores`)."""
+        return torch.softmax(self.log_scores(lonlat, network_logits) / self.settings.temperature, dim=1)
 
     # --- storage ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from csp import metrics
 from csp.fusion import IMAGE_ONLY, FusionParams, LinkArrays, fuse
 from csp.metrics import evaluate_prior, rank_summary, true_class_ranks
 from csp.models import LocationEncoder, LocationEncoderConfig
@@ -37,6 +38,25 @@ def test_evaluate_prior_blocks_and_geo_aware_fallback():
     no_location = torch.zeros(37, dtype=torch.bool)
     fallback = evaluate_prior(encoder, lonlat, labels, probs, has_location=no_location)
     assert fallback["geo_aware"] == fallback["image"]
+
+
+def test_sub_blocks_of_blocks_give_the_same_metrics(monkeypatch):
+    torch.manual_seed(1)
+    config = LocationEncoderConfig(encoding="wrap", hidden_dim=8, embed_dim=8, num_classes=6)
+    encoder = LocationEncoder(config)
+    lonlat = torch.rand(23, 2) * torch.tensor([360.0, 180.0]) - torch.tensor([180.0, 90.0])
+    labels = torch.randint(0, 6, (23,))
+    probs = torch.softmax(torch.randn(23, 6), dim=1)
+    whole = evaluate_prior(encoder, lonlat, labels, probs, block_size=1000)
+    monkeypatch.setattr(metrics, "SCORES_IN_CACHE", 12)  # sub-blocks of 2 points in blocks of 5
+    assert evaluate_prior(encoder, lonlat, labels, probs, block_size=5) == whole
+
+
+def test_float_counting_matches_boolean_counting_on_strided_scores():
+    scores = torch.randn(300, 40).round(decimals=1).T  # ties, and a transposed view
+    labels = torch.randint(0, 300, (40,))
+    expected = (scores >= scores.gather(1, labels[:, None])).sum(dim=1)
+    assert torch.equal(true_class_ranks(scores, labels), expected)
 
 
 def test_ties_count_against_the_true_class():
