@@ -302,8 +302,8 @@ def _pretrain(
         optim=replace(pretrain_config.optim, epochs=plan.pretrain_epochs, batch_size=plan.pretrain_batch),
         runtime=_runtime(pretrain_config.runtime, options, pretrain_run),
     )
-    lonlat, features, left_out = pairs_away_from_held_out(pretrain_config, splits)
-    pretrained = run_pretrain(pretrain_config, resume=pretrain_run.holds_run, pairs=(lonlat, features))
+    rows, left_out = pairs_away_from_held_out(pretrain_config, splits)
+    pretrained = run_pretrain(pretrain_config, resume=pretrain_run.holds_run, rows=rows)
     timings["pretrain"] = time.perf_counter() - started - sum(timings.values())
     return pretrained.best_dir, left_out
 

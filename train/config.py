@@ -72,6 +72,9 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     val_fraction: float = 0.05  # held-out pairs for image->location retrieval
+    # The L term's random negative locations: globe (uniform on the sphere), land, extent or
+    # hull of the pairs' locations, or a polygon / points file (train.pretrain.negative_sampler).
+    negative_locations: str = "globe"
 
 
 CLEANING_LEVELS = ("none", "basic", "full", "inat")

@@ -308,13 +308,12 @@ def load_pairs(
     return lonlat, features
 
 
-def pairs_away_from_held_out(
-    config: PretrainConfig, splits: SpeciesSplits
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Pre-training pairs minus those within ``HELD_OUT_RADIUS_KM`` of a validation or test
-    observation (photo-location sets and species photos can share places); also returns how
-    many were left out."""
-    lonlat, features = load_pairs(config)
+def pairs_away_from_held_out(config: PretrainConfig, splits: SpeciesSplits) -> tuple[torch.Tensor, int]:
+    """The rows of the config's pre-training pairs farther than ``HELD_OUT_RADIUS_KM`` from
+    every validation and test observation (photo-location sets and species photos can share
+    places), as ``(n,)`` int64 indices for :func:`train.pretrain.run_pretrain`'s ``rows``
+    (only the locations are read here), and how many pairs were left out."""
+    lonlat, _ = load_pairs(config)
     held_out = splits.records.lonlat[np.concatenate([splits.val, splits.test])]
     keep = torch.from_numpy(far_from(lonlat.numpy(), held_out, HELD_OUT_RADIUS_KM))
-    return lonlat[keep], features[keep], int((~keep).sum())
+    return keep.nonzero().squeeze(1), int((~keep).sum())

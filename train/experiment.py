@@ -87,8 +87,8 @@ def _pretrain(options: FewShotOptions, splits: SpeciesSplits, encoding: str, met
         optim=replace(config.optim, epochs=options.pretrain_epochs),
         runtime=replace(config.runtime, out_dir=str(run.root), progress=False),
     )
-    lonlat, features, _ = pairs_away_from_held_out(config, splits)
-    run_pretrain(config, resume=run.holds_run, pairs=(lonlat, features))
+    rows, _ = pairs_away_from_held_out(config, splits)
+    run_pretrain(config, resume=run.holds_run, rows=rows)
     return run.best
 
 

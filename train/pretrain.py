@@ -13,7 +13,7 @@ from csp.checkpoint import CheckpointMeta, describe_model
 from csp.losses import CSPLossConfig, PretrainBatch, csp_loss
 from csp.metrics import rank_summary, true_class_ranks
 from csp.models import LocationImageEncoder
-from csp.samplers import LocationSampler, sample_sphere
+from csp.samplers import LocationSampler, background_region, sample_sphere
 from train.batches import BatchRows, negative_locations
 from train.config import PretrainConfig, to_dict
 from train.data import load_pairs
@@ -81,13 +81,32 @@ def retrieval_metrics(
     return rank_summary(ranks)
 
 
+def negative_sampler(spec: str, device: torch.device, lonlat: Tensor, rows: Tensor) -> LocationSampler:
+    """The sampler of the L term's random negative locations named by
+    :attr:`train.config.PretrainConfig.negative_locations`: ``globe`` (uniform on the sphere),
+    ``land`` (uniform by area over land, :func:`train.where.land_mask`), or any
+    :func:`csp.samplers.background_region` spec (``extent`` / ``hull`` of the training
+    locations, rows ``rows (n,)`` of ``lonlat (N, 2)`` degrees, plus 1 degree; a polygon or a
+    points file)."""
+    if spec == "globe":
+        return sample_sphere
+    if spec == "land":
+        from train.where import land_mask  # the bundled Natural Earth land raster
+
+        return land_mask().to(device).sample
+    return background_region(spec, lonlat[rows].double().numpy())
+
+
 class PretrainTask:
     """Pre-training task for :func:`train.engine.fit`.
 
     ``lonlat (N, 2)`` degrees and ``features (N, F)`` (any float dtype; float16 for a store's
-    memory map). With ``stream`` the training rows stay where they are and each batch reads its
-    own (:class:`train.batches.BatchRows`); otherwise they are moved to the device as float32.
-    The validation pairs (at most ``MAX_VALIDATION_PAIRS``) are always held on the device.
+    memory map); ``rows``: optional ``(n,)`` int64 indices, the pairs to use (default all N),
+    selected without copying the columns. With ``stream`` the training rows stay where they are
+    and each batch reads its own (:class:`train.batches.BatchRows`); otherwise they are moved to
+    the device as float32. The validation pairs (at most ``MAX_VALIDATION_PAIRS``) are always
+    held on the device. ``sampler``: the negative locations' sampler; default the one
+    ``config.negative_locations`` names (:func:`negative_sampler`).
     """
 
     def __init__(
@@ -98,21 +117,25 @@ class PretrainTask:
         device: torch.device,
         session: Distributed,
         stream: bool = False,
-        sampler: LocationSampler = sample_sphere,
+        sampler: LocationSampler | None = None,
+        rows: Tensor | None = None,
     ) -> None:
-        order = np.random.default_rng(config.runtime.seed).permutation(len(lonlat))
-        n_val = min(MAX_VALIDATION_PAIRS, int(len(lonlat) * config.val_fraction))
-        val, train = torch.from_numpy(order[:n_val]), torch.from_numpy(order[n_val:])
+        pairs = torch.arange(len(lonlat)) if rows is None else rows.cpu().long()
+        order = torch.from_numpy(np.random.default_rng(config.runtime.seed).permutation(len(pairs)))
+        n_val = min(MAX_VALIDATION_PAIRS, int(len(pairs) * config.val_fraction))
+        val, train = pairs[order[:n_val]], pairs[order[n_val:]]
         columns = {"lonlat": lonlat, "features": features}
         validation = BatchRows(columns, device, stream=False, rows=val)
         self.config = config
         self.val_lonlat, self.val_features = validation.columns["lonlat"], validation.columns["features"]
         self.model = LocationImageEncoder(config.model, features.shape[1], config.loss.objective)
         self.model.to(device)
-        rows = BatchRows(columns, device, stream=stream, rows=train)
-        self.objective = CSPObjective(self.model, config.loss, rows, session, sampler)
+        rows_of_training = BatchRows(columns, device, stream=stream, rows=train)
+        if sampler is None:
+            sampler = negative_sampler(config.negative_locations, device, lonlat, train)
+        self.objective = CSPObjective(self.model, config.loss, rows_of_training, session, sampler)
         self.num_items = len(train)
-        self.num_pairs = len(lonlat)
+        self.num_pairs = len(pairs)
 
     def validate(self) -> dict[str, float]:
         if len(self.val_lonlat) == 0:
@@ -134,19 +157,23 @@ class PretrainTask:
 
 
 def run_pretrain(
-    config: PretrainConfig, resume: bool = False, pairs: tuple[Tensor, Tensor] | None = None
+    config: PretrainConfig,
+    resume: bool = False,
+    pairs: tuple[Tensor, Tensor] | None = None,
+    rows: Tensor | None = None,
 ) -> FitResult:
     """Pre-train from ``config``; the run directory is ``config.runtime.out_dir``.
 
     ``pairs`` = (locations ``(N, 2)`` degrees, image features ``(N, F)``) replaces reading
-    ``config.features``. ``config.runtime.stream`` (None: when reading ``config.features``)
-    reads each batch's rows from the host tensors (the store's float16 memory map) instead of
-    copying all features to the device.
+    ``config.features``; ``rows``: ``(n,)`` int64 indices of the pairs to train on (e.g.
+    :func:`train.data.pairs_away_from_held_out`), default all. ``config.runtime.stream`` (None:
+    when reading ``config.features``) reads each batch's rows from the host tensors (the store's
+    float16 rows) instead of copying all features to the device.
     """
     stream = config.runtime.stream if config.runtime.stream is not None else pairs is None
     lonlat, features = pairs if pairs is not None else load_pairs(config, random_access=stream)
     return run_task(
         config,
-        lambda device, session: PretrainTask(config, lonlat, features, device, session, stream),
+        lambda device, session: PretrainTask(config, lonlat, features, device, session, stream, rows=rows),
         resume,
     )

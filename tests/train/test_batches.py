@@ -1,5 +1,8 @@
-"""Streamed batches (train/batches.py): same weights as in memory; objectives draw their own
-negatives from the sampler they are given, split across processes like the batch."""
+"""Streamed batches (train/batches.py): same weights as in memory, also for a row subset of a
+store; objectives draw their own negatives from the sampler they are given or configured with,
+split across processes like the batch."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,8 +13,10 @@ from csp.features import write_store
 from csp.samplers import sample_sphere
 from tests.synthetic import pairs, small_pretrain_config
 from train.batches import BatchRows, negative_locations
+from train.data import HELD_OUT_RADIUS_KM, far_from, pairs_away_from_held_out
 from train.pretrain import PretrainTask, run_pretrain
 from train.runtime import Distributed
+from train.where import land_mask
 
 
 def _config(out, extra=()):
@@ -87,3 +92,55 @@ def test_a_row_file_reads_the_rows_asked_for(tmp_path):
     np.testing.assert_array_equal(rows[torch.tensor([7, 2, 7])].numpy(), features[[7, 2, 7]])
     with pytest.raises(IndexError):
         rows[torch.tensor([10])]
+
+
+def _same_weights(a_dir, b_dir):
+    a, _ = load_checkpoint(a_dir)
+    b, _ = load_checkpoint(b_dir)
+    for (key, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=key)
+
+
+def test_a_row_subset_of_the_store_trains_as_the_selected_pairs_in_memory(tmp_path):
+    lonlat, features = pairs(640)
+    store = write_store(tmp_path / "store", lonlat.numpy(), features.numpy(), "tf_efficientnet_lite0")
+    rows = torch.from_numpy(np.flatnonzero(store.lonlat[:, 1] > -20))  # a selection, as held-out
+    subset = run_pretrain(_config(tmp_path / "rows", [f"features={store.directory}"]), rows=rows)
+    selected = (
+        torch.from_numpy(store.lonlat[rows.numpy()]),
+        torch.from_numpy(np.asarray(store.features[rows.numpy()], np.float32)),
+    )
+    in_memory = run_pretrain(_config(tmp_path / "memory"), pairs=selected)
+    _same_weights(subset.last_dir, in_memory.last_dir)
+    assert subset.history[-1]["loss"] == in_memory.history[-1]["loss"]
+
+
+def test_pairs_away_from_held_out_are_rows_of_the_store(tmp_path):
+    lonlat, features = pairs(200)
+    store = write_store(tmp_path / "store", lonlat.numpy(), features.numpy(), "tf_efficientnet_lite0")
+    held = lonlat[:5].double().numpy()
+    splits = SimpleNamespace(records=SimpleNamespace(lonlat=held), val=np.arange(2), test=np.arange(2, 5))
+    rows, left_out = pairs_away_from_held_out(_config(tmp_path, [f"features={store.directory}"]), splits)
+    expected = np.flatnonzero(far_from(store.lonlat, held, HELD_OUT_RADIUS_KM))
+    assert rows.dtype == torch.int64 and rows.tolist() == expected.tolist()
+    assert left_out == 200 - len(expected) >= 5
+
+
+def test_the_negative_locations_come_from_the_configured_sampler():
+    lonlat, features = pairs(256)
+    rows = torch.arange(256)
+    for spec, inside in [
+        ("land", lambda p: land_mask().contains(p)),
+        ("extent", lambda p: (p[:, 1] >= lonlat[:, 1].min() - 1.0) & (p[:, 1] <= lonlat[:, 1].max() + 1.0)),
+    ]:
+        config = _config("unused", ["loss.num_random_locations=3", f"negative_locations={spec}"])
+        task = PretrainTask(config, lonlat, features, torch.device("cpu"), Distributed(), rows=rows)
+        points = task.objective.sampler(500, generator=torch.Generator().manual_seed(0))
+        assert points.shape == (500, 2) and bool(inside(points).all()), spec
+        loss, _ = task.objective(torch.arange(128), torch.Generator().manual_seed(0))
+        assert torch.isfinite(loss)
+    globe = PretrainTask(_config("unused"), lonlat, features, torch.device("cpu"), Distributed())
+    assert globe.objective.sampler is sample_sphere
+    moon = _config("unused", ["negative_locations=moon"])
+    with pytest.raises(ValueError, match="background 'moon'"):
+        PretrainTask(moon, lonlat, features, torch.device("cpu"), Distributed())
