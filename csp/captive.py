@@ -70,7 +70,7 @@ CAPTIVE_FILE = "captive_places.csv"
 CAPTIVE_COLUMNS = ("lon", "lat", "radius_km", "n_species", "n_records", "rule")
 MODES = ("wild", "captive", "auto")
 
-OUT_OF_RANGE_RATIO = 6.3e-4
+OUT_OF_RANGE_RATIO = 9.1e-4
 """Default ``out_of_range_ratio``: a likelihood ratio below it counts as far outside the range.
 
 Chosen by ``python -m train experiment geoaware`` as the 2 % quantile of the ratio of the true

@@ -96,12 +96,12 @@ class FusionParams:
     labelled photos are available offline, so the image model's own softmax is used (T = 1).
     """
 
-    alpha: float = 1.0  # fitted on validation (grid 0.25 .. 1)
+    alpha: float = 0.5  # fitted on validation (grid 0.25 .. 1)
     ratio_min: float = 1e-3  # fitted (grid 1e-3 .. 1)
-    ratio_max: float = 1e3  # fitted (grid 2 .. 1e4)
+    ratio_max: float = 30.0  # fitted (grid 2 .. 1e4)
     confident_range: float = 2.0
     image_temperature: float = 1.0
-    prior_temperature: float = 1.0  # fitted (grid 0.125 .. 1)
+    prior_temperature: float = 0.5  # fitted (grid 0.125 .. 1)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0):

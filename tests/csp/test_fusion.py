@@ -21,7 +21,7 @@ def test_hand_computed_case():
         np.array([0.9, 0.1]),
         np.array([0.5, 0.5]),
         LINK,
-        FusionParams(alpha=1.0, ratio_min=0.5, ratio_max=1.9),
+        FusionParams(alpha=1.0, ratio_min=0.5, ratio_max=1.9, prior_temperature=1.0),
     )
     np.testing.assert_allclose(fused.probs[0], [0.8 * 0.9 / 1.05, 0.8 * 0.15 / 1.05, 0.2])
     np.testing.assert_allclose(fused.ratio[0], [1.8, 0.2])
@@ -32,7 +32,7 @@ def test_hand_computed_case():
 def test_hand_computed_tempering_and_frequency():
     # freq [0.8, 0.2]: ratio = [0.5 / 0.8, 0.5 / 0.2] = [0.625, 2.5] -> clip [0.625, 2.0];
     # alpha 0.5 -> w = [sqrt(0.625), sqrt(2)]; image [0.6, 0.4, 0].
-    params = FusionParams(alpha=0.5, ratio_min=0.25, ratio_max=2.0)
+    params = FusionParams(alpha=0.5, ratio_min=0.25, ratio_max=2.0, prior_temperature=1.0)
     fused = fuse(np.array([0.6, 0.4, 0.0]), np.array([0.5, 0.5]), np.array([0.8, 0.2]), LINK, params)
     weighted = np.array([0.6 * math.sqrt(0.625), 0.4 * math.sqrt(2.0)])
     np.testing.assert_allclose(fused.probs[0], [*(weighted / weighted.sum()), 0.0])
@@ -44,7 +44,7 @@ def test_temperature_calibration():
 
 
 def test_floor_keeps_every_class_alive_and_unlinked_classes_untouched():
-    params = FusionParams(alpha=1.0, ratio_min=0.5, ratio_max=1.9)
+    params = FusionParams(alpha=1.0, ratio_min=0.5, ratio_max=1.9, prior_temperature=1.0)
     fused = fuse(np.array([0.4, 0.4, 0.2]), np.array([1.0, 0.0]), np.array([0.5, 0.5]), LINK, params)
     assert fused.probs[0, 1] > 0  # prior exactly 0, the image's 0.4 keeps a share
     assert fused.probs[0, 2] == 0.2
