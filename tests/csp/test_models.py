@@ -36,6 +36,32 @@ def test_config_round_trips_through_its_dict():
     assert LocationEncoderConfig(**config.to_dict()) == config
 
 
+@pytest.mark.parametrize("p", [0.5, 0.1])
+def test_dropout_masks_are_independent_bernoulli(p):
+    """Keep rate within 4 standard errors of 1 - p, everywhere in the tensor (the bit path packs
+    31 elements per draw: no bit position may be biased), no correlation between neighbours or
+    between the 31-element words, expectation kept, and the mask is what multiplies x."""
+    torch.manual_seed(1)
+    dropout = Dropout(p)
+    x = torch.randn(3000, 310)
+    mask = dropout.mask(x)
+    assert mask.shape == x.shape and mask.dtype == x.dtype
+    torch.testing.assert_close(torch.unique(mask), torch.tensor([0.0, 1 / (1 - p)]))
+    kept = (mask > 0).double()
+    n, q = kept.numel(), 1 - p
+    assert abs(kept.mean().item() - q) < 4 * (q * p / n) ** 0.5
+    per_position = kept.view(-1, 31).mean(dim=0)  # each bit of the 31-bit words
+    assert (per_position - q).abs().max().item() < 4.5 * (q * p / (n / 31)) ** 0.5
+    flat = kept.view(-1) - q
+    for lag in (1, 31, 310):  # neighbours, the next word, the next row
+        corr = (flat[:-lag] * flat[lag:]).mean().item() / (q * p)
+        assert abs(corr) < 4 / n**0.5, lag
+    torch.manual_seed(2)
+    y = dropout(x)
+    torch.manual_seed(2)
+    assert torch.equal(y, x * dropout.mask(x))
+
+
 def test_dropout_is_inverted_and_off_in_eval():
     torch.manual_seed(0)
     dropout = Dropout(0.25)
