@@ -22,13 +22,17 @@ def test_ranks_and_summary_by_hand():
     assert summary["mrr"] == pytest.approx(100 * (1 + 1 / 3 + 1 / 3) / 3)
 
 
+def _random_problem(seed: int, points: int, classes: int):
+    """A small random encoder, ``points`` locations (degrees), labels and image probabilities."""
+    torch.manual_seed(seed)
+    config = LocationEncoderConfig(encoding="wrap", hidden_dim=8, embed_dim=8, num_classes=classes)
+    lonlat = torch.rand(points, 2) * torch.tensor([360.0, 180.0]) - torch.tensor([180.0, 90.0])
+    labels = torch.randint(0, classes, (points,))
+    return LocationEncoder(config), lonlat, labels, torch.softmax(torch.randn(points, classes), dim=1)
+
+
 def test_evaluate_prior_blocks_and_geo_aware_fallback():
-    torch.manual_seed(0)
-    config = LocationEncoderConfig(encoding="wrap", hidden_dim=8, embed_dim=8, num_classes=5)
-    encoder = LocationEncoder(config)
-    lonlat = torch.rand(37, 2) * torch.tensor([360.0, 180.0]) - torch.tensor([180.0, 90.0])
-    labels = torch.randint(0, 5, (37,))
-    probs = torch.softmax(torch.randn(37, 5), dim=1)
+    encoder, lonlat, labels, probs = _random_problem(0, 37, 5)
     small = evaluate_prior(encoder, lonlat, labels, probs, block_size=4)
     large = evaluate_prior(encoder, lonlat, labels, probs, block_size=1000)
     assert small == large
@@ -41,12 +45,7 @@ def test_evaluate_prior_blocks_and_geo_aware_fallback():
 
 
 def test_sub_blocks_of_blocks_give_the_same_metrics(monkeypatch):
-    torch.manual_seed(1)
-    config = LocationEncoderConfig(encoding="wrap", hidden_dim=8, embed_dim=8, num_classes=6)
-    encoder = LocationEncoder(config)
-    lonlat = torch.rand(23, 2) * torch.tensor([360.0, 180.0]) - torch.tensor([180.0, 90.0])
-    labels = torch.randint(0, 6, (23,))
-    probs = torch.softmax(torch.randn(23, 6), dim=1)
+    encoder, lonlat, labels, probs = _random_problem(1, 23, 6)
     whole = evaluate_prior(encoder, lonlat, labels, probs, block_size=1000)
     monkeypatch.setattr(metrics, "SCORES_IN_CACHE", 12)  # sub-blocks of 2 points in blocks of 5
     assert evaluate_prior(encoder, lonlat, labels, probs, block_size=5) == whole
