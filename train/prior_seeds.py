@@ -23,7 +23,7 @@ from csp.prior import LocationPrior
 from csp.stats import paired_bootstrap, reciprocal_ranks, sample_sd, top_k_hits
 from train.build_default import BuildOptions, BuildPlan, add_pseudo_presences, linked_species, train_prior
 from train.config import DataConfig
-from train.data import load_species
+from train.data import SpeciesSplits, load_species
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ class PriorSeedsOptions:
     device: str = "auto"
 
 
-def _seed_ranks(options: PriorSeedsOptions, seed: int, data: DataConfig) -> dict[str, np.ndarray]:
+def _seed_ranks(
+    options: PriorSeedsOptions, seed: int, data: DataConfig, splits: SpeciesSplits
+) -> dict[str, np.ndarray]:
     """Test ranks ``(N,)`` of the prior and of the network alone for one training seed (cached in
     ``<out>/seed-<s>/ranks.json``, so an interrupted study resumes at the next seed)."""
     work = options.out / f"seed-{seed}"
@@ -45,9 +47,8 @@ def _seed_ranks(options: PriorSeedsOptions, seed: int, data: DataConfig) -> dict
     build = BuildOptions(
         work=work, seed=options.split_seed, train_seed=seed, device=options.device, features=options.features
     )
-    trained = train_prior(build, BuildPlan(), data, load_species(data), {})
-    test = trained.splits.records, trained.splits.test
-    lonlat, labels = test[0].lonlat[test[1]], test[0].labels[test[1]]
+    trained = train_prior(build, BuildPlan(), data, splits, {})
+    lonlat, labels = splits.records.lonlat[splits.test], splits.records.labels[splits.test]
     ranks = {
         "prior": scorer_ranks(trained.prior.log_scores, lonlat, labels).numpy(),
         "network alone": scorer_ranks(
@@ -84,10 +85,11 @@ def run_prior_seeds(options: PriorSeedsOptions) -> str:
     """Run the study; writes ``<out>/prior-seeds.json`` and returns the Markdown table."""
     options.out.mkdir(parents=True, exist_ok=True)
     data = DataConfig(split_seed=options.split_seed)
-    per_seed = [_seed_ranks(options, seed, data) for seed in options.seeds]
+    observed = load_species(data)
+    per_seed = [_seed_ranks(options, seed, data, observed) for seed in options.seeds]
     # The baselines on the same augmented training split as the prior (pseudo-presences included).
     splits, _ = add_pseudo_presences(
-        load_species(data), BuildPlan().min_wild_points, options.split_seed, linked_species()
+        observed, BuildPlan().min_wild_points, options.split_seed, linked_species()
     )
     r = splits.records
     train = (r.lonlat[splits.train], r.labels[splits.train])
