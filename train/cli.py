@@ -262,14 +262,17 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         return 0
     from train.experiment import FewShotOptions, run_fewshot
 
+    given = {
+        "encodings": args.encodings and tuple(args.encodings.split(",")),
+        "seeds": args.seeds and _seeds(args.seeds),
+        "methods": args.methods and tuple(args.methods.split(",")),
+        "fractions": args.fractions and tuple(float(f) for f in args.fractions.split(",")),
+        "pretrain_epochs": args.pretrain_epochs,
+    }
     options = FewShotOptions(
         out=Path(args.out or "runs/fewshot"),
         features=Path(args.features),
-        encodings=tuple(args.encodings.split(",")),
-        fractions=tuple(float(f) for f in args.fractions.split(",")),
-        seeds=_seeds(args.seeds or "0,1,2"),
-        methods=tuple(args.methods.split(",")),
-        pretrain_epochs=args.pretrain_epochs,
+        **{k: v for k, v in given.items() if v is not None},  # the rest: FewShotOptions' defaults
     )
     print(run_fewshot(options))
     return 0
@@ -421,11 +424,16 @@ def _add_experiment(commands: argparse._SubParsersAction) -> None:
         default="runs/build-default/features",
         help="pre-training feature store (made by build-default)",
     )
-    experiment.add_argument("--encodings", default="grid,sphereC+")
-    experiment.add_argument("--fractions", default="0.05,0.1,0.2,1.0")
-    experiment.add_argument("--seeds", help="training seeds (default fewshot 0,1,2; prior 0,1,2,3,4)")
-    experiment.add_argument("--methods", default="sup-only,csp-mc-bld,csp-mc-bl,csp-nce-bld,mse")
-    experiment.add_argument("--pretrain-epochs", type=int, default=20)
+    fewshot = experiment.add_argument_group("fewshot (train/experiment.py; defaults: the shipped build's)")
+    fewshot.add_argument("--encodings", help="position encodings (default: the shipped preset's)")
+    fewshot.add_argument("--fractions", help="label fractions (default 0.05,0.1,0.2,1.0)")
+    experiment.add_argument("--seeds", help="training seeds (default 0,1,2,3,4)")
+    fewshot.add_argument(
+        "--methods", help="sup-only and pre-training presets (default: sup-only and the build's)"
+    )
+    fewshot.add_argument(
+        "--pretrain-epochs", type=int, help="default: the build's (BuildPlan.pretrain_epochs)"
+    )
     where = experiment.add_argument_group("where (image -> location benchmark, train/where.py)")
     where.add_argument(
         "--checkpoint", action="append", help="pre-trained CSP model (repeatable; default assets/default/csp)"
