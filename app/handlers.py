@@ -57,10 +57,12 @@ MOVED_COLUMNS = [
 ]
 MOVED_NOTE = (
     "How the location moved each class: **p(species | observation here)** is the location prior "
-    "at the photo; **prior here ÷ species average** is how much more (> 1) or less (< 1) common "
-    "the species is here than on average, the likelihood ratio that geo-aware classification "
-    "uses (tempered and clipped, so the prior alone never drives a class to zero, nor replaces an "
-    "image class of probability ≥ 0.8); **factor applied** is geo-aware ÷ image-only probability."
+    "at the photo, which geo-aware classification weighs each linked class by (the image model "
+    "learnt from equally many photos of every class, so a species common here gains over a rare "
+    "look-alike; clipped, so the prior alone never drives a class to zero, nor replaces an image "
+    "class of probability ≥ 0.8); **prior here ÷ species average** is how much more (> 1) or less "
+    "(< 1) common the species is here than on average, which flags a species far outside its "
+    "range; **factor applied** is geo-aware ÷ image-only probability."
 )
 LINKED, NOT_LINKED = "linked", "not linked: image score kept"
 UNLINKED_NOTE = (

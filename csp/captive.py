@@ -70,12 +70,13 @@ CAPTIVE_FILE = "captive_places.csv"
 CAPTIVE_COLUMNS = ("lon", "lat", "radius_km", "n_species", "n_records", "rule")
 MODES = ("wild", "captive", "auto")
 
-OUT_OF_RANGE_RATIO = 9.1e-4
-"""Default ``out_of_range_ratio``: a likelihood ratio below it counts as far outside the range.
+OUT_OF_RANGE_RATIO = 0.072
+"""Default ``out_of_range_ratio``: a range ratio p_Tp(s | x) / p(s) (:attr:`csp.fusion.Fused.ratio`,
+at the shipped fusion temperature) below it counts as far outside the range.
 
-Chosen by ``python -m train experiment geoaware`` as the 2 % quantile of the ratio of the true
-species at held-out validation observations of linked species (so about 2 % of wild photos of a
-confident, correct class would be flagged); see the README section "Geo-aware classification".
+Chosen by ``python -m train experiment geoaware`` as the 2 % quantile of the range ratio of the
+true species at held-out validation observations (so about 2 % of wild photos of a confident,
+correct class would be flagged); see the README section "Geo-aware classification".
 """
 
 
@@ -333,7 +334,8 @@ def assess_captive(
         place: the known captive place at the photo (:meth:`CaptiveSites.at`), or None.
         top_name: readable name of the image's top class.
         top_prob: its calibrated image probability.
-        top_ratio: its likelihood ratio p(s | x) / p(s) at the photo; None if not linked.
+        top_ratio: its range ratio p_Tp(s | x) / p(s) at the photo (:attr:`csp.fusion.Fused.ratio`);
+            None if not linked.
         confident: image probability from which a class counts as confident.
         out_of_range_ratio: ratio below which the species counts as far outside its range.
     """

@@ -15,9 +15,22 @@ For one photo ``I`` taken at ``x`` (lon, lat in degrees), with
 * a link ``s(y)`` from some image classes ``y`` (the *linked group* ``G``) to species,
 
 Bayes' rule with the image and the location independent given the class gives
-``p(y | I, x) ∝ p(y | I) · p(y | x) / p(y)``: the prior enters only through the likelihood
-ratio ``r(y, x) = p_Tp(s(y) | x) / p(s(y))``, how much more (or less) common the species is at
-``x`` than on average. The fused scores are
+``p(y | I, x) ∝ p(y | I) · p(x | y) · π(y) / π_I(y)``, where ``π_I`` is the class distribution
+the image classifier was trained under and ``π`` that of the photos being classified, taken to
+be the prior's own ``p(s)`` (photos like the observations the prior learnt from). With
+``p(x | y) ∝ p(y | x) / p(y)`` the prior enters through one ratio, chosen by
+``image_class_prior``:
+
+* ``"balanced"`` (the default; ImageNet-1k, 732-1,300 training images per class): ``π_I`` is
+  uniform, the frequencies cancel and ``r(y, x) = C · p_Tp(s(y) | x)``, the species' prior
+  there against a uniform guess over the ``C`` species. A common species gains over a rare
+  sister, as it should when the image model never learnt that it is common.
+* ``"frequency"`` (an image model trained on the prior's own class mix): ``π_I = p`` and
+  ``r(y, x) = p_Tp(s(y) | x) / p(s(y))``, how much more (or less) common the species is at
+  ``x`` than on average.
+
+The latter, the *range ratio*, is also what :mod:`csp.captive` reads to call a species far
+outside its range, whatever the image model (:attr:`Fused.ratio`). The fused scores are
 
     w(y, x)        = clip(r(y, x), r_min, r_max) ** a(I)                       (y in G)
     q(y | I, x)    = M · p_T(y | I) · w(y, x) / sum_{y' in G} p_T(y' | I) · w(y', x)   (y in G)
@@ -30,7 +43,7 @@ with ``M = sum_{y in G} p_T(y | I)`` the image mass of the linked group and the 
 
 for the confidence ``c`` = :data:`CONFIDENT` (0.8). ``alpha <= 1`` tempers the prior (a
 fitted prior is over-confident about rare species far from their few records); the clip is
-the floor and the ceiling of the likelihood ratio, so the prior alone never drives a class to
+the floor and the ceiling of the ratio, so the prior alone never drives a class to
 zero (``w >= r_min ** a > 0``); ``rho_c`` (``confident_range``) is the largest factor the prior
 may put between two linked classes when the image is confident.
 
@@ -72,20 +85,27 @@ from torch import Tensor
 CONFIDENT = 0.8
 """Image probability from which a class can never be replaced by the prior alone."""
 
+IMAGE_CLASS_PRIORS = ("balanced", "frequency")
+"""Class distributions an image classifier can have been trained under (module docstring)."""
+
 
 @dataclass(frozen=True)
 class FusionParams:
     """Parameters of the fusion rule (see the module docstring).
 
     Attributes:
-        alpha: tempering exponent of the likelihood ratio, in [0, 1] (0: ignore the prior).
-        ratio_min: floor of the likelihood ratio p(s | x) / p(s), > 0.
-        ratio_max: ceiling of the likelihood ratio, >= ratio_min.
+        alpha: tempering exponent of the ratio ``r``, in [0, 1] (0: ignore the prior).
+        ratio_min: floor of the ratio ``r`` (module docstring), > 0.
+        ratio_max: ceiling of the ratio ``r``, >= ratio_min.
         confident_range: ``rho_c``, the largest factor between two linked classes' weights
             when the image is confident; in [1, c / (1 - c)) = [1, 4).
         image_temperature: temperature T applied to the image probabilities, > 0.
         prior_temperature: temperature ``T_p`` applied to the normalised prior before the
             likelihood ratio, > 0 (< 1 sharpens it).
+        image_class_prior: the class distribution the image classifier was trained under,
+            one of :data:`IMAGE_CLASS_PRIORS`: ``"balanced"`` (ImageNet-1k, the shipped image
+            model) or ``"frequency"`` (the prior's own class frequencies); it decides the ratio
+            ``r`` of the module docstring. Not fitted: it is a fact about the image model.
 
     ``alpha``, ``ratio_min``, ``ratio_max`` and ``prior_temperature`` were fitted by
     ``python -m train experiment geoaware`` on the validation protocol of :mod:`train.geoaware`
@@ -96,14 +116,20 @@ class FusionParams:
     labelled photos are available offline, so the image model's own softmax is used (T = 1).
     """
 
-    alpha: float = 0.5  # fitted on validation (grid 0.25 .. 1)
-    ratio_min: float = 1e-3  # fitted (grid 1e-3 .. 1)
-    ratio_max: float = 30.0  # fitted (grid 2 .. 1e4)
+    alpha: float = 1.0  # fitted on validation (grid 0.25 .. 1)
+    ratio_min: float = 0.05  # fitted (grid 1e-3 .. 1)
+    ratio_max: float = 1000.0  # fitted (grid 2 .. 1e4)
     confident_range: float = 2.0
     image_temperature: float = 1.0
-    prior_temperature: float = 0.5  # fitted (grid 0.125 .. 1)
+    prior_temperature: float = 1.0  # fitted (grid 0.125 .. 1)
+    image_class_prior: str = "balanced"
 
     def __post_init__(self) -> None:
+        if self.image_class_prior not in IMAGE_CLASS_PRIORS:
+            raise ValueError(
+                f"FusionParams.image_class_prior must be one of {', '.join(IMAGE_CLASS_PRIORS)}, "
+                f"got {self.image_class_prior!r}"
+            )
         if not (math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0):
             raise ValueError(f"FusionParams.alpha must be in [0, 1], got {self.alpha}")
         if not (math.isfinite(self.ratio_min) and self.ratio_min > 0):
@@ -175,8 +201,9 @@ class Fused:
     Attributes:
         probs: ``(N, K)`` fused probabilities q(y | I, x) (rows sum to the calibrated mass, 1).
         image_probs: ``(N, K)`` calibrated image probabilities p_T(y | I).
-        ratio: ``(N, L)`` likelihood ratio p_Tp(s(y) | x) / p(s(y)) of each linked class.
-        weight: ``(N, L)`` the tempered, clipped ratio w(y, x) before renormalisation.
+        ratio: ``(N, L)`` range ratio p_Tp(s(y) | x) / p(s(y)) of each linked class (the
+            captive check's; the weights use ``r`` of ``params.image_class_prior``).
+        weight: ``(N, L)`` the tempered, clipped ``r`` w(y, x) before renormalisation.
         factor: ``(N, L)`` q / p_T of each linked class (the factor the prior applied, after
             the group was renormalised; 1 where p_T is 0).
     """
@@ -228,6 +255,17 @@ def likelihood_ratio(prior: np.ndarray, class_frequency: np.ndarray) -> np.ndarr
     return prior / frequency
 
 
+def fusion_ratio(
+    tempered: np.ndarray | Tensor, class_frequency: np.ndarray | Tensor, image_class_prior: str
+) -> np.ndarray | Tensor:
+    """The ratio ``r`` the weights are made of (module docstring), from the ``(N, C)`` prior read
+    at the fusion temperature and the ``(C,)`` frequencies: ``p / p(s)`` (``"frequency"``) or
+    ``C · p`` (``"balanced"``). NumPy in, NumPy out; torch in, torch out."""
+    if image_class_prior == "frequency":
+        return tempered / class_frequency
+    return tempered * tempered.shape[-1]
+
+
 def prior_weight(
     ratio: np.ndarray | Tensor, params: FusionParams, top_prob: np.ndarray | Tensor | float
 ) -> np.ndarray | Tensor:
@@ -267,7 +305,8 @@ def fuse(
     n = probs.shape[0]
     tempered = calibrate(prior, params.prior_temperature)
     ratio = likelihood_ratio(tempered, class_frequency)[:, link.species_index]
-    weight = prior_weight(ratio, params, probs.max(axis=1, keepdims=True))
+    evidence = fusion_ratio(tempered, class_frequency, params.image_class_prior)[:, link.species_index]
+    weight = prior_weight(evidence, params, probs.max(axis=1, keepdims=True))
     fused = probs.copy()
     factor = np.ones((n, len(link)))
     if len(link) and not params.ignores_prior:
@@ -302,6 +341,7 @@ def fuse_all_linked(
         return probs
     if class_frequency.shape != prior.shape[-1:] or not bool((class_frequency > 0).all()):
         raise ValueError(f"class_frequency must be {prior.shape[-1]} positive numbers, one per class")
-    ratio = calibrate(prior, params.prior_temperature) / class_frequency.to(prior.device, torch.float64)
+    frequency = class_frequency.to(prior.device, torch.float64)
+    ratio = fusion_ratio(calibrate(prior, params.prior_temperature), frequency, params.image_class_prior)
     weighted = probs * prior_weight(ratio, params, probs.max(dim=1, keepdim=True).values)
     return weighted / weighted.sum(dim=1, keepdim=True)

@@ -62,9 +62,10 @@ class Move:
     """One image class whose rank the location changed (ranks 1-based over all image classes).
 
     ``prior``: p(species | x) at the photo (normalised over the prior's species); ``ratio``:
-    the likelihood ratio the fusion used, the prior at its fusion temperature over the
-    species' overall frequency; ``factor``: geo-aware / image probability of the class (the
-    factor applied, see :mod:`csp.fusion`).
+    the range ratio, the prior at the fusion temperature over the species' overall frequency
+    (what the captive check reads; the fusion's own weight follows
+    :attr:`csp.fusion.FusionParams.image_class_prior`); ``factor``: geo-aware / image
+    probability of the class (the factor applied, see :mod:`csp.fusion`).
     """
 
     name: str

@@ -153,6 +153,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         csv=args.csv,
         image_probs=args.image_probs,
         baselines=args.split != "train",
+        image_class_prior=args.image_class_prior,
     )
     if args.json or "comparison" not in results:
         print(json.dumps(results, indent=2))
@@ -364,6 +365,12 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--csv", help="observations CSV (default: the one it was trained on)")
     evaluate.add_argument(
         "--image-probs", help=".npy of p(y|I), (points in the split, classes): adds geo-aware metrics"
+    )
+    evaluate.add_argument(
+        "--image-class-prior",
+        default="balanced",
+        help="classes the image model was trained on: balanced (as ImageNet; default) or the "
+        "prior's own class frequency (csp.fusion.IMAGE_CLASS_PRIORS)",
     )
     evaluate.add_argument(
         "--presence-absence",

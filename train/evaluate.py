@@ -11,6 +11,7 @@ import torch
 from csp.baselines import scorer_ranks, standard_baselines
 from csp.calibration import calibrated_probabilities, expected_calibration_error, fit_temperature, nll
 from csp.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
+from csp.fusion import FusionParams
 from csp.metrics import evaluate_prior, rank_summary
 from csp.models import LocationEncoder
 from csp.prior import LocationPrior
@@ -39,6 +40,7 @@ def evaluate_checkpoint(
     device: str = "cpu",
     image_probs: str | Path | None = None,
     baselines: bool = False,
+    image_class_prior: str = "balanced",
 ) -> dict[str, Any]:
     """Location-only (and geo-aware) top-1/3/5 and MRR on ``split`` of the checkpoint's data.
 
@@ -51,7 +53,9 @@ def evaluate_checkpoint(
     ``image_probs``: a ``.npy`` of image-classifier probabilities p(y | I), shape
     ``(points in the split, C)``, rows in the split's order and columns in the checkpoint's
     class order; adds image-only and geo-aware metrics (the calibrated prior fused with the
-    image by :func:`csp.fusion.fuse_all_linked`, the rule the predictor applies).
+    image by :func:`csp.fusion.fuse_all_linked`, the rule the predictor applies, with the
+    shipped :class:`csp.fusion.FusionParams` for an image model trained under
+    ``image_class_prior``: ``"balanced"`` classes, as ImageNet, or the prior's ``"frequency"``).
     (:func:`csp.metrics.evaluate_prior` also takes a mask of points without a location, which
     fall back to p(y | I); every observation read here has one.)
     """
@@ -68,7 +72,8 @@ def evaluate_checkpoint(
             f"cleaning has {len(splits.class_names)} (different data or cleaning)"
         )
     prior = LocationPrior.load(checkpoint, model)
-    results = evaluate_on_split(model, splits, split, device, image_probs, prior)
+    fusion = FusionParams(image_class_prior=image_class_prior)
+    results = evaluate_on_split(model, splits, split, device, image_probs, prior, fusion)
     out = {"checkpoint": str(checkpoint), "split": split, "points": len(getattr(splits, split)), **results}
     if baselines:
         out["comparison"] = compare_with_baselines(prior, splits, split)
@@ -82,11 +87,13 @@ def evaluate_on_split(
     device: str = "cpu",
     image_probs: str | Path | None = None,
     prior: LocationPrior | None = None,
+    fusion: FusionParams | None = None,
 ) -> dict[str, dict[str, float]]:
     """:func:`csp.metrics.evaluate_prior` of a prior (a model or a checkpoint directory) on one
     split (``train``/``val``/``test``) of ``splits``: the one place a checkpoint is scored on
     the held-out observations. ``results["location"]`` holds top-1/3/5 and MRR (%).
-    ``prior``: the normalised prior the geo-aware metrics fuse (default the network alone)."""
+    ``prior``: the normalised prior the geo-aware metrics fuse (default the network alone);
+    ``fusion``: the rule's parameters (default :class:`csp.fusion.FusionParams`)."""
     if not isinstance(model, LocationEncoder):
         model, _ = load_checkpoint(model, map_location=device)
     indices = torch.from_numpy(getattr(splits, split))
@@ -101,7 +108,7 @@ def evaluate_on_split(
                 f"for the {split} split"
             )
         probs = torch.from_numpy(array).float().to(device)
-    return evaluate_prior(model.to(device), lonlat, labels, probs, prior=prior)
+    return evaluate_prior(model.to(device), lonlat, labels, probs, prior=prior, fusion=fusion)
 
 
 def _nll_ece(prior: LocationPrior, lonlat: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

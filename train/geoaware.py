@@ -35,14 +35,16 @@ from csp.cleaning import CleaningConfig, CleaningReport, clean_occurrences, load
 from csp.datasets import GeoRecords, read_csv
 from csp.fusion import (
     CONFIDENT,
+    IMAGE_CLASS_PRIORS,
     FusionParams,
     LinkArrays,
     calibrate,
     frequency_from_counts,
-    likelihood_ratio,
+    fusion_ratio,
     prior_weight,
 )
 from csp.predictor import Predictor
+from csp.stats import paired_bootstrap
 from train.config import DataConfig
 from train.data import SpeciesSplits, load_species
 from train.evaluate import checkpoint_data_config
@@ -153,6 +155,8 @@ RATIO_MINS = (1e-3, 1e-2, 0.05, 0.1, 0.3, 1.0)
 RATIO_MAXS = (2.0, 5.0, 10.0, 30.0, 100.0, 1e3, 1e4)
 PRIOR_TEMPERATURES = (1.0, 0.5, 0.25, 0.125)
 OUT_OF_RANGE_QUANTILE = 0.02
+BY_FREQUENCY = "CSP prior ÷ p(s)"
+"""The fit of the rule as if the image model had learnt the prior's class frequencies."""
 
 # Real photos that install offline (package, path inside it) and the class that is right.
 REAL_PHOTOS = (
@@ -254,25 +258,38 @@ Ratios = tuple[np.ndarray, np.ndarray]  # (P,) likelihood ratios of the truth an
 
 
 def pair_ratios(
-    source: PriorSource, pairs: Pairs, temperatures: Sequence[float] = (1.0,), block: int = 1024
+    source: PriorSource,
+    pairs: Pairs,
+    temperatures: Sequence[float] = (1.0,),
+    image_class_prior: str = "frequency",
+    block: int = 1024,
 ) -> dict[float, Ratios]:
-    """``{T_p: (r_true, r_sister)}``: the likelihood ratios p_Tp(s | x) / p(s) of the truth and
-    of the sister at each pair, the prior read at each fusion temperature ``T_p`` (computed
-    once per block of pairs, :func:`csp.fusion.calibrate` per temperature)."""
+    """``{T_p: (r_true, r_sister)}``: the ratios ``r`` of :func:`csp.fusion.fusion_ratio` (for
+    ``"frequency"`` the range ratio p_Tp(s | x) / p(s)) of the truth and of the sister at each
+    pair, the prior read at each fusion temperature ``T_p`` (computed once per block of pairs,
+    :func:`csp.fusion.calibrate` per temperature)."""
     out = {t: (np.empty(len(pairs)), np.empty(len(pairs))) for t in temperatures}
     for start in range(0, len(pairs), block):
         rows = slice(start, start + block)
         prior = source.prior(pairs.lonlat[rows])
         index = np.arange(prior.shape[0])
         for t, (r_true, r_sister) in out.items():
-            ratio = likelihood_ratio(calibrate(prior, t), source.frequency)
+            ratio = fusion_ratio(calibrate(prior, t), source.frequency, image_class_prior)
             r_true[rows], r_sister[rows] = ratio[index, pairs.truth[rows]], ratio[index, pairs.sister[rows]]
     return out
 
 
 def fusion_ratios(source: PriorSource, pairs: Pairs, params: FusionParams) -> Ratios:
-    """:func:`pair_ratios` at the fusion temperature of ``params``."""
-    return pair_ratios(source, pairs, (params.prior_temperature,))[params.prior_temperature]
+    """:func:`pair_ratios` as ``params`` weighs by them (its temperature and image class prior)."""
+    t = params.prior_temperature
+    return pair_ratios(source, pairs, (t,), params.image_class_prior)[t]
+
+
+def range_ratios(source: PriorSource, pairs: Pairs, params: FusionParams) -> Ratios:
+    """The range ratios p_Tp(s | x) / p(s) at the fusion temperature of ``params``: what the
+    captive check reads (:func:`csp.captive.far_out_of_range`), whatever the image model."""
+    t = params.prior_temperature
+    return pair_ratios(source, pairs, (t,), "frequency")[t]
 
 
 def simulate(
@@ -281,6 +298,7 @@ def simulate(
     params: FusionParams,
     confidences: Sequence[float] = CONFIDENCES,
     captive: Callable[[np.ndarray, np.ndarray, float], np.ndarray] | None = None,
+    ranges: Ratios | None = None,
 ) -> Outcome:
     """Two-way confusions at confidence ``c`` (simulated image probabilities; real places).
 
@@ -290,19 +308,61 @@ def simulate(
     when ``(1 - c) w_sister > c w_truth``. ``ratios``: :func:`fusion_ratios` (at the fusion
     temperature of ``params``).
     ``captive(lonlat, top_ratio, c) -> (P,) bool`` marks pairs the auto mode sends to captive
-    (image ranking kept: neither fixed nor broken).
+    (image ranking kept: neither fixed nor broken); it reads the top class's range ratio from
+    ``ranges`` (:func:`range_ratios`; default ``ratios``).
     """
+    decisions = _decisions(ratios, pairs, params, confidences, captive, ranges)
+    fixed = {c: int(fix.sum()) for c, (fix, _) in decisions.items()}
+    broken = {c: int(brk.sum()) for c, (_, brk) in decisions.items()}
+    return Outcome(fixed, broken, len(pairs))
+
+
+def _decisions(
+    ratios: Ratios,
+    pairs: Pairs,
+    params: FusionParams,
+    confidences: Sequence[float],
+    captive: Callable[[np.ndarray, np.ndarray, float], np.ndarray] | None = None,
+    ranges: Ratios | None = None,
+) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """``{c: (fixed (P,) bool, broken (P,) bool)}`` per pair, as :func:`simulate` counts them."""
     r_true, r_sister = ratios
-    fixed, broken = {}, {}
+    range_true, range_sister = ratios if ranges is None else ranges
+    out = {}
     for c in confidences:
         w_true, w_sister = prior_weight(r_true, params, c), prior_weight(r_sister, params, c)
         fix = (1 - c) * w_true > c * w_sister
         brk = (1 - c) * w_sister > c * w_true
         if captive is not None:
-            fix &= ~captive(pairs.lonlat, r_sister, c)
-            brk &= ~captive(pairs.lonlat, r_true, c)
-        fixed[c], broken[c] = int(fix.sum()), int(brk.sum())
-    return Outcome(fixed, broken, len(pairs))
+            fix &= ~captive(pairs.lonlat, range_sister, c)
+            brk &= ~captive(pairs.lonlat, range_true, c)
+        out[c] = (fix, brk)
+    return out
+
+
+def rule_difference(
+    a: tuple[Ratios, FusionParams], b: tuple[Ratios, FusionParams], pairs: Pairs, seed: int = 0
+) -> dict[str, list[float]]:
+    """Rule ``a`` minus rule ``b`` (each its ratios and parameters) on the same pairs, with paired
+    bootstrap 95 % intervals over pairs: ``{"fix": [d, low, high], "break": ..., "gain": ...}``
+    for the fix and break rates at p < :data:`CONFIDENT` and the :func:`expected_gain` (all
+    confidences), in percentage points."""
+    low = [c for c in CONFIDENCES if c < CONFIDENT]
+    per_pair = []
+    for ratios, params in (a, b):
+        decisions = _decisions(ratios, pairs, params, CONFIDENCES)
+        per_pair.append(
+            {
+                "fix": 100 * np.mean([decisions[c][0] for c in low], axis=0),
+                "break": 100 * np.mean([decisions[c][1] for c in low], axis=0),
+                "gain": 100 * np.mean([(1 - c) * f - c * k for c, (f, k) in decisions.items()], axis=0),
+            }
+        )
+    out = {}
+    for key in ("fix", "break", "gain"):
+        interval = paired_bootstrap(per_pair[0][key], per_pair[1][key], seed=seed)
+        out[key] = [interval.difference, interval.low, interval.high]
+    return out
 
 
 def old_rule(predictor: Predictor, pairs: Pairs, confidences: Sequence[float] = CONFIDENCES) -> Outcome:
@@ -327,17 +387,25 @@ def expected_gain(outcome: Outcome) -> float:
     return 100.0 * float(np.mean(gains))
 
 
-def fit_params(source: PriorSource, pairs: Pairs) -> tuple[FusionParams, float]:
+def fit_params(
+    source: PriorSource, pairs: Pairs, image_class_prior: str = "balanced"
+) -> tuple[FusionParams, float]:
     """Grid search of the prior's fusion temperature, alpha, ratio_min and ratio_max on
-    validation pairs (maximum :func:`expected_gain`)."""
-    by_temperature = pair_ratios(source, pairs, PRIOR_TEMPERATURES)
+    validation pairs (maximum :func:`expected_gain`), for an image model trained under
+    ``image_class_prior`` (the simulated image probabilities know no class frequencies, as a
+    classifier trained on balanced classes)."""
+    by_temperature = pair_ratios(source, pairs, PRIOR_TEMPERATURES, image_class_prior)
     best: tuple[float, FusionParams] | None = None
     for temperature, ratios in by_temperature.items():
         for alpha in ALPHAS:
             for ratio_min in RATIO_MINS:
                 for ratio_max in RATIO_MAXS:
                     params = FusionParams(
-                        alpha=alpha, ratio_min=ratio_min, ratio_max=ratio_max, prior_temperature=temperature
+                        alpha=alpha,
+                        ratio_min=ratio_min,
+                        ratio_max=ratio_max,
+                        prior_temperature=temperature,
+                        image_class_prior=image_class_prior,
                     )
                     gain = expected_gain(simulate(ratios, pairs, params))
                     if best is None or gain > best[0] + 1e-12:
@@ -350,17 +418,23 @@ UNBOUNDED = (1e-12, 1e12)
 """Clip of the "unbounded" rule in :func:`what_the_prior_allows` (no floor or ceiling in effect)."""
 
 
-def what_the_prior_allows(source: PriorSource, pairs: Pairs) -> list[dict[str, float]]:
+def what_the_prior_allows(
+    source: PriorSource, pairs: Pairs, image_class_prior: str = "balanced"
+) -> list[dict[str, float]]:
     """For each fusion temperature of the grid: the share of pairs whose true species has the
-    larger likelihood ratio (the fix rate no rule can beat as p -> 0.5), and the fix and break
+    larger ratio ``r`` (the fix rate no rule can beat as p -> 0.5), and the fix and break
     rates at p < 0.8 of the plain Bayes rule (alpha 1, :data:`UNBOUNDED` clip), in percent."""
     low = [c for c in CONFIDENCES if c < CONFIDENT]
     rows = []
-    for temperature, (r_true, r_sister) in pair_ratios(source, pairs, PRIOR_TEMPERATURES).items():
-        params = FusionParams(1.0, *UNBOUNDED, prior_temperature=temperature)
+    ratios = pair_ratios(source, pairs, PRIOR_TEMPERATURES, image_class_prior)
+    for temperature, (r_true, r_sister) in ratios.items():
+        params = FusionParams(
+            1.0, *UNBOUNDED, prior_temperature=temperature, image_class_prior=image_class_prior
+        )
         outcome = simulate((r_true, r_sister), pairs, params)
         rows.append(
             {
+                "image_class_prior": image_class_prior,
                 "prior_temperature": temperature,
                 "order_pct": 100 * float((r_true > r_sister).mean()),
                 "fix_pct": outcome.rate("fix", low),
@@ -534,13 +608,14 @@ def run_geoaware(options: GeoAwareOptions) -> str:
     knn, _ = knn_source(splits)
     val_pairs = _concat(datasets.val["linked"], datasets.val["genus"])
     fits = {source.name: fit_params(source, val_pairs) for source in (csp_source, kde, knn)}
+    fits[BY_FREQUENCY] = fit_params(csp_source, val_pairs, "frequency")  # the rule of 87cbc36
     val_obs = Pairs(
         splits.records.lonlat[splits.val],
         splits.records.labels[splits.val],
         splits.records.labels[splits.val],
     )
     csp_params = fits[csp_source.name][0]
-    threshold = float(np.quantile(fusion_ratios(csp_source, val_obs, csp_params)[0], OUT_OF_RANGE_QUANTILE))
+    threshold = float(np.quantile(range_ratios(csp_source, val_obs, csp_params)[0], OUT_OF_RANGE_QUANTILE))
     place_fit = fit_place_rule(cleaned, splits)
     sites = CaptiveSites(captive_places(cleaned, place_fit.rule))  # as build-captive writes it
     predictor.captive_sites = sites
@@ -549,11 +624,13 @@ def run_geoaware(options: GeoAwareOptions) -> str:
         return sites.covers(lonlat) | far_out_of_range(c, r_top, CONFIDENT, threshold)
 
     results: dict[str, dict[str, dict[str, Outcome]]] = {}
+    differences: dict[str, dict[str, list[float]]] = {}  # shipped rule minus the ÷ p(s) one
     for set_name, by_kind in datasets.sets.items():
         results[set_name] = {}
         for kind, pairs in by_kind.items():
             csp_ratios = fusion_ratios(csp_source, pairs, csp_params)
-            kde_params, knn_params = fits[kde.name][0], fits[knn.name][0]
+            ranges = range_ratios(csp_source, pairs, csp_params)
+            kde_params, knn_params, by_frequency = (fits[n][0] for n in (kde.name, knn.name, BY_FREQUENCY))
             results[set_name][kind] = {
                 "old rule (image × presence score)": old_rule(predictor, pairs),
                 "KDE prior, fusion rule, wild": simulate(
@@ -562,11 +639,21 @@ def run_geoaware(options: GeoAwareOptions) -> str:
                 "kNN prior, fusion rule, wild": simulate(
                     fusion_ratios(knn, pairs, knn_params), pairs, knn_params
                 ),
+                "CSP prior, fusion rule ÷ p(s), wild": simulate(
+                    fusion_ratios(csp_source, pairs, by_frequency), pairs, by_frequency
+                ),
                 "CSP prior, fusion rule, wild": simulate(csp_ratios, pairs, csp_params),
-                "CSP prior, fusion rule, auto": simulate(csp_ratios, pairs, csp_params, captive=auto),
+                "CSP prior, fusion rule, auto": simulate(
+                    csp_ratios, pairs, csp_params, captive=auto, ranges=ranges
+                ),
             }
+            if kind == "genus":
+                by_frequency_ratios = fusion_ratios(csp_source, pairs, by_frequency)
+                differences[set_name] = rule_difference(
+                    (csp_ratios, csp_params), (by_frequency_ratios, by_frequency), pairs, options.seed
+                )
     wild_test = datasets.sets["(a) wild: held-out test observations"]["genus"]
-    allows = what_the_prior_allows(csp_source, wild_test)
+    allows = [row for c in IMAGE_CLASS_PRIORS for row in what_the_prior_allows(csp_source, wild_test, c)]
     photos = real_photo_rows(predictor, csp_params)
     report = {
         "model_dir": str(options.model_dir),
@@ -586,12 +673,18 @@ def run_geoaware(options: GeoAwareOptions) -> str:
         },
         "photos": photos,
         "what_the_prior_allows": allows,
+        "balanced_minus_by_frequency": differences,
     }
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / "geoaware.json").write_text(json.dumps(report, indent=2, default=str))
     text = render_geoaware(report, results)
     (options.out / "geoaware.md").write_text(text)
     return text
+
+
+def _interval(values: list[float]) -> str:
+    d, low, high = values
+    return f"{d:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def _cell(outcome: Outcome, c: float) -> str:
@@ -664,15 +757,28 @@ def render_geoaware(report: dict, results: dict[str, dict[str, dict[str, Outcome
         "",
         "### What this prior allows: (a) wild test congeners, p < 0.8",
         "",
-        "Truth first: the share of pairs whose true species has the larger likelihood ratio (no "
-        "rule fixes more as p -> 0.5). Bayes rule: alpha 1, no clip in effect.",
+        "Truth first: the share of pairs whose true species has the larger ratio r (no "
+        "rule fixes more as p -> 0.5). Bayes rule: alpha 1, no clip in effect. Image class prior: "
+        "balanced, r = C p(s | x); frequency, r = p(s | x) / p(s) (csp.fusion).",
         "",
-        "| prior temperature T_p | truth first % | Bayes rule fix % | Bayes rule break % |",
+        "| image class prior | T_p | truth first % | Bayes rule fix % | Bayes rule break % |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {a['image_class_prior']} | {a['prior_temperature']:g} | {a['order_pct']:.1f} | "
+            f"{a['fix_pct']:.1f} | {a['break_pct']:.1f} |"
+            for a in report["what_the_prior_allows"]
+        ),
+        "",
+        "### The shipped rule (balanced image classes) minus the rule that divides by p(s)",
+        "",
+        "Congener pairs, each rule with its own parameters fitted on validation; paired bootstrap "
+        "95 % intervals over pairs, percentage points.",
+        "",
+        "| pairs | fix, p < 0.8 | break, p < 0.8 | expected top-1 gain |",
         "|---|---|---|---|",
         *(
-            f"| {a['prior_temperature']:g} | {a['order_pct']:.1f} | {a['fix_pct']:.1f} | "
-            f"{a['break_pct']:.1f} |"
-            for a in report["what_the_prior_allows"]
+            f"| {name} | " + " | ".join(_interval(d[key]) for key in ("fix", "break", "gain")) + " |"
+            for name, d in report["balanced_minus_by_frequency"].items()
         ),
     ]
     lines += ["", "### Real photos (classified by the shipped model; location passed as (lon, lat))", ""]

@@ -1,6 +1,7 @@
 """The fusion rule of csp.fusion: hand-computed cases, the floor, and the confidence guarantee."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -32,10 +33,31 @@ def test_hand_computed_case():
 def test_hand_computed_tempering_and_frequency():
     # freq [0.8, 0.2]: ratio = [0.5 / 0.8, 0.5 / 0.2] = [0.625, 2.5] -> clip [0.625, 2.0];
     # alpha 0.5 -> w = [sqrt(0.625), sqrt(2)]; image [0.6, 0.4, 0].
-    params = FusionParams(alpha=0.5, ratio_min=0.25, ratio_max=2.0, prior_temperature=1.0)
+    params = FusionParams(
+        alpha=0.5, ratio_min=0.25, ratio_max=2.0, prior_temperature=1.0, image_class_prior="frequency"
+    )
     fused = fuse(np.array([0.6, 0.4, 0.0]), np.array([0.5, 0.5]), np.array([0.8, 0.2]), LINK, params)
     weighted = np.array([0.6 * math.sqrt(0.625), 0.4 * math.sqrt(2.0)])
     np.testing.assert_allclose(fused.probs[0], [*(weighted / weighted.sum()), 0.0])
+
+
+def test_a_balanced_image_model_keeps_the_prior_class_frequencies():
+    # Image model trained on balanced classes: r = C p(s | x), the frequencies cancel. Prior
+    # [0.6, 0.4] at x, frequency [0.9, 0.1]: balanced r = [1.2, 0.8] favours the common species
+    # 0; divided by the frequency, r = [0.667, 4] would favour the rare one. The range ratio
+    # (Fused.ratio, the captive check's) is p / p(s) either way. Image [0.5, 0.5, 0], alpha 1,
+    # no clip in effect.
+    image, prior, frequency = np.array([0.5, 0.5, 0.0]), np.array([0.6, 0.4]), np.array([0.9, 0.1])
+    balanced = FusionParams(alpha=1.0, ratio_min=0.01, ratio_max=100.0, prior_temperature=1.0)
+    fused = fuse(image, prior, frequency, LINK, balanced)
+    np.testing.assert_allclose(fused.weight[0], [1.2, 0.8])
+    np.testing.assert_allclose(fused.probs[0], [0.6, 0.4, 0.0])
+    np.testing.assert_allclose(fused.ratio[0], [0.6 / 0.9, 4.0])
+    by_frequency = fuse(image, prior, frequency, LINK, replace(balanced, image_class_prior="frequency"))
+    np.testing.assert_allclose(by_frequency.weight[0], [0.6 / 0.9, 4.0])
+    np.testing.assert_allclose(by_frequency.probs[0], np.array([0.6 / 0.9, 4.0, 0.0]) / (0.6 / 0.9 + 4.0))
+    with pytest.raises(ValueError, match="image_class_prior must be one of balanced, frequency"):
+        FusionParams(image_class_prior="imagenet")
 
 
 def test_temperature_calibration():

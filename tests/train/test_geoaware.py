@@ -11,6 +11,8 @@ from train.geoaware import (
     fusion_ratios,
     genus_pairs,
     pair_ratios,
+    range_ratios,
+    rule_difference,
     simulate,
 )
 
@@ -49,5 +51,38 @@ def test_pair_ratios_read_the_prior_at_each_fusion_temperature():
     ratios = pair_ratios(source, pairs, (1.0, 0.5), block=2)
     np.testing.assert_allclose(ratios[1.0][0], [1.6, 0.4, 1.6])
     np.testing.assert_allclose(ratios[0.5][1], [0.04 / 0.68 / 0.5, 0.64 / 0.68 / 0.5, 0.04 / 0.68 / 0.5])
-    params = FusionParams(prior_temperature=0.5)
+    params = FusionParams(prior_temperature=0.5, image_class_prior="frequency")
     np.testing.assert_allclose(fusion_ratios(source, pairs, params)[0], ratios[0.5][0])
+
+
+def test_the_captive_check_reads_the_range_ratio_whatever_the_image_model():
+    # Prior [0.8, 0.2], frequency [0.9, 0.1]: balanced r = 2 p = [1.6, 0.4]; range ratio
+    # p / p(s) = [0.889, 2.0].
+    source = PriorSource("flat", lambda x: np.tile([0.8, 0.2], (len(x), 1)), np.array([0.9, 0.1]))
+    pairs = Pairs(np.zeros((1, 2)), np.array([0]), np.array([1]))
+    params = FusionParams(alpha=1.0, ratio_min=0.01, ratio_max=100.0, prior_temperature=1.0)
+    np.testing.assert_allclose(fusion_ratios(source, pairs, params), ([1.6], [0.4]))
+    ranges = range_ratios(source, pairs, params)
+    np.testing.assert_allclose(ranges, ([0.8 / 0.9], [2.0]))
+    seen = []
+
+    def captive(lonlat, top_ratio, c):
+        seen.append(top_ratio)
+        return np.zeros(len(lonlat), dtype=bool)
+
+    simulate(fusion_ratios(source, pairs, params), pairs, params, (0.55,), captive, ranges)
+    np.testing.assert_allclose(seen, [[2.0], [0.8 / 0.9]])  # the sister's, then the truth's
+
+
+def test_rule_difference_pairs_the_two_rules_pair_by_pair():
+    # Pairs 0, 1: truth 3x, sister 0.5x -> w = [1.9, 0.5]: fixed at every p < 0.8, never at
+    # p >= 0.8 (guarded exponent). Pair 2 is the mirror image (broken at every p < 0.8), pair 3
+    # a tie. Against the image-only rule (alpha 0): fix +50, break +25 points.
+    pairs = Pairs(np.zeros((4, 2)), np.arange(4), np.arange(4))
+    ratios = (np.array([3.0, 3.0, 0.5, 1.0]), np.array([0.5, 0.5, 3.0, 1.0]))
+    shipped = (ratios, FusionParams(alpha=1.0, ratio_min=0.5, ratio_max=1.9))
+    difference = rule_difference(shipped, (ratios, FusionParams(alpha=0.0)), pairs)
+    assert difference["fix"][0] == 50.0 and difference["break"][0] == 25.0
+    gain = np.mean([2 * (1 - c) - c if c < 0.8 else 0.0 for c in (0.55, 0.65, 0.75, 0.85, 0.95)]) * 100 / 4
+    assert abs(difference["gain"][0] - gain) < 1e-9
+    assert difference["fix"][1] <= 50.0 <= difference["fix"][2]
