@@ -14,7 +14,7 @@ import filecmp
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -96,6 +96,8 @@ class DataConfig:
     test data instead of the seeded split (presences, or presence-absence sites with a 0/1
     column: see :mod:`train.sites`).
     """
+
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = ("csv", "native_ranges", "countries", "val_csv", "test_csv")
 
     csv: str = DEFAULT_SPECIES_CSV  # or the CSP reference code's {split}.json (its locations beside)
     lon_col: str = "auto"

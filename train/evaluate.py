@@ -12,6 +12,7 @@ from csp.baselines import scorer_ranks, standard_baselines
 from csp.calibration import calibrated_probabilities, expected_calibration_error, fit_temperature, nll
 from csp.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 from csp.fusion import FusionParams
+from csp.hub import ASSETS_DIR
 from csp.metrics import evaluate_prior, rank_summary
 from csp.models import LocationEncoder
 from csp.prior import LocationPrior
@@ -20,16 +21,33 @@ from train.config import DataConfig
 from train.data import SpeciesSplits, load_species
 
 
+def shipped_equivalent(path: str) -> str:
+    """``path`` as recorded by a build in another checkout: kept when it exists here; else, when
+    it names a file inside an ``assets`` folder (``.../assets/data/x.csv``) that is shipped
+    here, the shipped file (:data:`csp.hub.ASSETS_DIR`). A checkpoint records absolute paths."""
+    recorded = Path(path)
+    if recorded.exists() or "assets" not in recorded.parts[:-1]:
+        return path
+    parts = recorded.parts
+    inside = parts[len(parts) - 1 - parts[::-1].index("assets") + 1 :]
+    here = ASSETS_DIR.joinpath(*inside)
+    return str(here) if here.exists() else path
+
+
 def checkpoint_data_config(meta: CheckpointMeta) -> DataConfig:
     """The data configuration a checkpoint was trained with.
 
     Checkpoints written before the leak-free split existed have no ``split`` field; they were
-    split by observation, so that is what they get (their test split stays theirs).
+    split by observation, so that is what they get (their test split stays theirs). Shipped
+    files recorded by another checkout are found here (:func:`shipped_equivalent`).
     """
     data_dict = dict(meta.train.get("config", {}).get("data", {}))
     if not data_dict:
         return DataConfig()
     data_dict.setdefault("split", "observation")
+    for name in DataConfig.PATH_FIELDS:
+        if data_dict.get(name):
+            data_dict[name] = shipped_equivalent(data_dict[name])
     return DataConfig(**data_dict)
 
 
