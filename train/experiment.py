@@ -326,6 +326,7 @@ class Cell:
     ranks: np.ndarray
     capped: int  # runs that reached the epoch cap while still improving
     settings: tuple[str, ...]  # per seed (baselines: the setting chosen on validation)
+    epochs: tuple[int, ...] = ()  # fine-tuning epochs run, per seed (baselines: none)
 
     def per_seed(self, metric: str) -> np.ndarray:
         """``(S,)`` test ``metric`` (top1 / top5 / mrr, %) of each seed."""
@@ -357,6 +358,7 @@ def load_cells(results: Path) -> dict[tuple[str, str, float], Cell]:
             ranks=np.stack(ranks),
             capped=sum(r["early_stopped"] == "False" for r in rows),
             settings=tuple(r["setting"] for r in rows),
+            epochs=tuple(int(r["epochs"]) for r in rows if r["epochs"]),
         )
     return cells
 
@@ -436,7 +438,11 @@ def _convergence_table(cells: dict, fractions: list[float], encodings: set[str])
         row = []
         for fraction in fractions:
             cell = cells.get((*key, fraction))
-            row.append("–" if cell is None else f"{len(cell.seeds) - cell.capped}/{len(cell.seeds)}")
+            if cell is None:
+                row.append("–")
+                continue
+            stopped = f"{len(cell.seeds) - cell.capped}/{len(cell.seeds)}"
+            row.append(f"{stopped} (epochs {min(cell.epochs)}–{max(cell.epochs)})")
         lines.append(f"| {_label(*key, encodings)} | " + " | ".join(row) + " |")
     return lines
 
@@ -474,7 +480,8 @@ def render_table(results: Path) -> str:
         lines += [f"**{title}**", "", *_metric_table(cells, fractions, metric, encodings), ""]
     lines += [
         "**Paired differences** (bootstrap 95 % interval, seeds and queries resampled; a claim holds "
-        "where the interval excludes zero)",
+        "where the interval excludes zero). The strongest baseline and the best network are those "
+        "with the highest mean test MRR at that fraction.",
         "",
         "| labels | comparison | Δ top-5 | Δ MRR |",
         "|---|---|---|---|",
@@ -486,7 +493,8 @@ def render_table(results: Path) -> str:
             )
     lines += [
         "",
-        "**Convergence**: fine-tuning runs that stopped early on validation (patience), of all runs",
+        "**Convergence**: fine-tuning runs that stopped early on validation MRR (patience), of all "
+        "runs, and the range of epochs run",
         "",
         *_convergence_table(cells, fractions, encodings),
         "",
