@@ -40,8 +40,14 @@ The flag and the modes
 ----------------------
 A photo is flagged as possibly captive when it was taken inside a known captive place, or when
 its top image class is confident (``p >= csp.fusion.CONFIDENT``), linked to a species, and far
-outside that species' range: the likelihood ratio ``p(s | x) / p(s)`` (the prior there relative
-to its average level) is below ``out_of_range_ratio``. Modes:
+outside that species' range: its *range ratio* ``p_Tr(s | x) / p(s)`` (:func:`range_ratio`:
+the prior there, read at the range temperature ``T_r``, relative to the species' average level)
+is below ``out_of_range_ratio``. ``T_r`` and the threshold are fitted by ``python -m train
+experiment geoaware``: the threshold is the 2 % quantile of the true species' range ratio at
+held-out validation observations, and ``T_r`` the temperature at which the most records the
+cleaning dropped as outside their range fall below it (one seeded half of those records; the
+other half is scored). A sharper reading than the calibrated prior is needed: far from any
+record the calibrated prior is flat, which would make a rare species look common there. Modes:
 
 * ``wild``: the location prior re-ranks the image classes (:func:`csp.fusion.fuse`); a flag is
   still reported;
@@ -64,20 +70,30 @@ from pathlib import Path
 import numpy as np
 
 from csp.datasets._files import read_fixed_table
+from csp.fusion import calibrate, likelihood_ratio
 from csp.geo import chord_length, haversine_km, km_to_radians, unit_vectors, validate_lonlat
 
 CAPTIVE_FILE = "captive_places.csv"
 CAPTIVE_COLUMNS = ("lon", "lat", "radius_km", "n_species", "n_records", "rule")
 MODES = ("wild", "captive", "auto")
 
-OUT_OF_RANGE_RATIO = 0.072
-"""Default ``out_of_range_ratio``: a range ratio p_Tp(s | x) / p(s) (:attr:`csp.fusion.Fused.ratio`,
-at the shipped fusion temperature) below it counts as far outside the range.
+RANGE_TEMPERATURE = 0.5
+"""``T_r`` of :func:`range_ratio`, fitted by ``python -m train experiment geoaware`` (module
+docstring; README section "Geo-aware classification")."""
 
-Chosen by ``python -m train experiment geoaware`` as the 2 % quantile of the range ratio of the
-true species at held-out validation observations (so about 2 % of wild photos of a confident,
-correct class would be flagged); see the README section "Geo-aware classification".
-"""
+OUT_OF_RANGE_RATIO = 9.1e-4
+"""Default ``out_of_range_ratio``: a range ratio (:func:`range_ratio`) below it counts as far
+outside the range. The 2 % quantile of the range ratio of the true species at held-out
+validation observations (so about 2 % of wild photos of a confident, correct class would be
+flagged), fitted with :data:`RANGE_TEMPERATURE`."""
+
+
+def range_ratio(
+    prior: np.ndarray, class_frequency: np.ndarray, temperature: float = RANGE_TEMPERATURE
+) -> np.ndarray:
+    """``p_Tr(s | x) / p(s)``: the ``(N, C)`` normalised prior read at ``temperature``
+    (:func:`csp.fusion.calibrate`) over the ``(C,)`` frequencies -> ``(N, C)``."""
+    return likelihood_ratio(calibrate(prior, temperature), class_frequency)
 
 
 @dataclass(frozen=True)
@@ -334,8 +350,7 @@ def assess_captive(
         place: the known captive place at the photo (:meth:`CaptiveSites.at`), or None.
         top_name: readable name of the image's top class.
         top_prob: its calibrated image probability.
-        top_ratio: its range ratio p_Tp(s | x) / p(s) at the photo (:attr:`csp.fusion.Fused.ratio`);
-            None if not linked.
+        top_ratio: its range ratio at the photo (:func:`range_ratio`); None if not linked.
         confident: image probability from which a class counts as confident.
         out_of_range_ratio: ratio below which the species counts as far outside its range.
     """

@@ -29,8 +29,9 @@ be the prior's own ``p(s)`` (photos like the observations the prior learnt from)
   ``r(y, x) = p_Tp(s(y) | x) / p(s(y))``, how much more (or less) common the species is at
   ``x`` than on average.
 
-The latter, the *range ratio*, is also what :mod:`csp.captive` reads to call a species far
-outside its range, whatever the image model (:attr:`Fused.ratio`). The fused scores are
+The latter, the *range ratio*, read at its own temperature, is what :mod:`csp.captive` uses to
+call a species far outside its range, whatever the image model
+(:func:`csp.captive.range_ratio`). The fused scores are
 
     w(y, x)        = clip(r(y, x), r_min, r_max) ** a(I)                       (y in G)
     q(y | I, x)    = M · p_T(y | I) · w(y, x) / sum_{y' in G} p_T(y' | I) · w(y', x)   (y in G)
@@ -201,16 +202,14 @@ class Fused:
     Attributes:
         probs: ``(N, K)`` fused probabilities q(y | I, x) (rows sum to the calibrated mass, 1).
         image_probs: ``(N, K)`` calibrated image probabilities p_T(y | I).
-        ratio: ``(N, L)`` range ratio p_Tp(s(y) | x) / p(s(y)) of each linked class (the
-            captive check's; the weights use ``r`` of ``params.image_class_prior``).
-        weight: ``(N, L)`` the tempered, clipped ``r`` w(y, x) before renormalisation.
+        weight: ``(N, L)`` the tempered, clipped ratio ``r`` w(y, x) of each linked class,
+            before renormalisation.
         factor: ``(N, L)`` q / p_T of each linked class (the factor the prior applied, after
             the group was renormalised; 1 where p_T is 0).
     """
 
     probs: np.ndarray
     image_probs: np.ndarray
-    ratio: np.ndarray
     weight: np.ndarray
     factor: np.ndarray
 
@@ -242,17 +241,20 @@ def calibrate(probs: np.ndarray | Tensor, temperature: float) -> np.ndarray | Te
     return out / out.sum(axis=-1, keepdims=True)
 
 
+def checked_frequency(class_frequency: np.ndarray, classes: int) -> np.ndarray:
+    """``(C,)`` float64 p(s), or a one-line error when it has the wrong shape or a value <= 0."""
+    frequency = np.asarray(class_frequency, dtype=np.float64)
+    if frequency.shape != (classes,):
+        raise ValueError(f"class_frequency has shape {frequency.shape}, the prior has {classes} classes")
+    if not (frequency > 0).all():
+        raise ValueError("class_frequency must be > 0 for every class (add-one counts)")
+    return frequency
+
+
 def likelihood_ratio(prior: np.ndarray, class_frequency: np.ndarray) -> np.ndarray:
     """``p(s | x) / p(s)``: ``(N, C)`` normalised prior over ``(C,)`` frequencies -> ``(N, C)``."""
     prior = np.asarray(prior, dtype=np.float64)
-    frequency = np.asarray(class_frequency, dtype=np.float64)
-    if frequency.shape != prior.shape[-1:]:
-        raise ValueError(
-            f"class_frequency has shape {frequency.shape}, the prior has {prior.shape[-1]} classes"
-        )
-    if not (frequency > 0).all():
-        raise ValueError("class_frequency must be > 0 for every class (add-one counts)")
-    return prior / frequency
+    return prior / checked_frequency(class_frequency, prior.shape[-1])
 
 
 def fusion_ratio(
@@ -303,10 +305,9 @@ def fuse(
     if prior.shape[0] != probs.shape[0]:
         raise ValueError(f"{probs.shape[0]} image rows but {prior.shape[0]} prior rows")
     n = probs.shape[0]
-    tempered = calibrate(prior, params.prior_temperature)
-    ratio = likelihood_ratio(tempered, class_frequency)[:, link.species_index]
-    evidence = fusion_ratio(tempered, class_frequency, params.image_class_prior)[:, link.species_index]
-    weight = prior_weight(evidence, params, probs.max(axis=1, keepdims=True))
+    frequency = checked_frequency(class_frequency, prior.shape[-1])
+    ratio = fusion_ratio(calibrate(prior, params.prior_temperature), frequency, params.image_class_prior)
+    weight = prior_weight(ratio[:, link.species_index], params, probs.max(axis=1, keepdims=True))
     fused = probs.copy()
     factor = np.ones((n, len(link)))
     if len(link) and not params.ignores_prior:
@@ -318,7 +319,7 @@ def fuse(
         new = np.where(ok[:, None], weighted / np.where(total > 0, total, 1.0) * mass, group)
         fused[:, link.image_index] = new
         factor = np.where(group > 0, new / np.where(group > 0, group, 1.0), 1.0)
-    return Fused(fused, probs, ratio, weight, factor)
+    return Fused(fused, probs, weight, factor)
 
 
 def fuse_all_linked(

@@ -33,6 +33,7 @@ from csp.captive import (
     CaptiveSites,
     assess_captive,
     check_mode,
+    range_ratio,
     read_captive_places,
 )
 from csp.checkpoint import META_FILE, CheckpointError, CheckpointMeta, describe_model, load_checkpoint
@@ -61,11 +62,10 @@ class ClassScore:
 class Move:
     """One image class whose rank the location changed (ranks 1-based over all image classes).
 
-    ``prior``: p(species | x) at the photo (normalised over the prior's species); ``ratio``:
-    the range ratio, the prior at the fusion temperature over the species' overall frequency
-    (what the captive check reads; the fusion's own weight follows
-    :attr:`csp.fusion.FusionParams.image_class_prior`); ``factor``: geo-aware / image
-    probability of the class (the factor applied, see :mod:`csp.fusion`).
+    ``prior``: p(species | x) at the photo (normalised over the prior's species), what the
+    fusion weighs the class by (:mod:`csp.fusion`); ``ratio``: its range ratio there
+    (:func:`csp.captive.range_ratio`, what flags a species far outside its range);
+    ``factor``: geo-aware / image probability of the class (the factor applied).
     """
 
     name: str
@@ -424,7 +424,8 @@ class Predictor:
         image_probs = fused.image_probs[0]
         top = int(np.argmax(image_probs))
         position = {int(i): j for j, i in enumerate(link.image_index)}
-        top_ratio = float(fused.ratio[0, position[top]]) if top in position else None
+        ranges = range_ratio(prior, self.class_frequency)[link.species_index]  # (L,)
+        top_ratio = float(ranges[position[top]]) if top in position else None
         check = assess_captive(
             mode,
             self.captive_sites.at(lonlat),
@@ -447,7 +448,7 @@ class Predictor:
                         int(before[index]),
                         int(after[index]),
                         float(prior[link.species_index[j]]),
-                        float(fused.ratio[0, j]),
+                        float(ranges[j]),
                         factor,
                     )
                 )

@@ -23,7 +23,9 @@ from csp.baselines import KDE_BANDWIDTHS_KM, KNN_KS, KNNVote, SphericalKDE, sele
 from csp.captive import (
     CAPTIVE_FILE,
     MAX_WILD_COVERED,
+    OUT_OF_RANGE_RATIO,
     PLACE_RULE,
+    RANGE_TEMPERATURE,
     CaptivePlace,
     CaptiveSites,
     PlaceRule,
@@ -285,11 +287,44 @@ def fusion_ratios(source: PriorSource, pairs: Pairs, params: FusionParams) -> Ra
     return pair_ratios(source, pairs, (t,), params.image_class_prior)[t]
 
 
-def range_ratios(source: PriorSource, pairs: Pairs, params: FusionParams) -> Ratios:
-    """The range ratios p_Tp(s | x) / p(s) at the fusion temperature of ``params``: what the
-    captive check reads (:func:`csp.captive.far_out_of_range`), whatever the image model."""
-    t = params.prior_temperature
-    return pair_ratios(source, pairs, (t,), "frequency")[t]
+def range_ratios(source: PriorSource, pairs: Pairs, temperature: float = RANGE_TEMPERATURE) -> Ratios:
+    """The range ratios p_Tr(s | x) / p(s) (:func:`csp.captive.range_ratio`) at the range
+    temperature: what the captive check reads, whatever the image model."""
+    return pair_ratios(source, pairs, (temperature,), "frequency")[temperature]
+
+
+@dataclass
+class RangeFit:
+    """The range check chosen on validation (:mod:`csp.captive`) and the grid it came from."""
+
+    temperature: float
+    threshold: float
+    grid: list[dict[str, float]]  # per T_r: threshold, outside flagged % (fit / scored half), test %
+
+
+def fit_range_check(
+    source: PriorSource, val_obs: Pairs, test_obs: Pairs, outside: Pairs, seed: int
+) -> RangeFit:
+    """For each range temperature of the grid, the threshold is the :data:`OUT_OF_RANGE_QUANTILE`
+    of the true species' range ratio at validation observations; the temperature kept flags the
+    most of a seeded half of ``outside`` (records the cleaning dropped as outside their range).
+    The other half and the test observations (wild: flagged in error) are scored."""
+    fit_half = np.random.default_rng(seed).permutation(len(outside)) < len(outside) // 2
+    grid = []
+    for t in PRIOR_TEMPERATURES:
+        threshold = float(np.quantile(range_ratios(source, val_obs, t)[0], OUT_OF_RANGE_QUANTILE))
+        below = range_ratios(source, outside, t)[0] < threshold
+        grid.append(
+            {
+                "temperature": t,
+                "threshold": threshold,
+                "fit_pct": 100 * float(below[fit_half].mean()),
+                "scored_pct": 100 * float(below[~fit_half].mean()),
+                "test_pct": 100 * float((range_ratios(source, test_obs, t)[0] < threshold).mean()),
+            }
+        )
+    best = max(grid, key=lambda row: row["fit_pct"])
+    return RangeFit(best["temperature"], best["threshold"], grid)
 
 
 def simulate(
@@ -504,10 +539,21 @@ def knn_source(splits: SpeciesSplits) -> tuple[PriorSource, int]:
     return PriorSource(f"kNN prior (k = {int(chosen.value)})", prior, frequency), int(chosen.value)
 
 
-def _dropped_records(cleaned: Cleaned, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Records the cleaning dropped (any rule) whose species the prior knows: lonlat, labels."""
+OUTSIDE_RULES = ("range_outlier", "expert_range")
+"""Cleaning rules that drop a record as outside its species' range (:mod:`csp.cleaning`)."""
+
+
+def _dropped_records(
+    cleaned: Cleaned, class_names: list[str], rules: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Records the cleaning dropped (by any rule, or by one of ``rules`` and not the zoo rule)
+    whose species the prior knows: lonlat, labels."""
     position = {name: i for i, name in enumerate(class_names)}
-    dropped = np.flatnonzero(~cleaned.report.keep)
+    dropped = ~cleaned.report.keep
+    if rules is not None:
+        reasons = [set(r.split("+")) for r in cleaned.report.reason]
+        dropped &= np.array([bool(r & set(rules)) and "zoo" not in r for r in reasons])
+    dropped = np.flatnonzero(dropped)
     known = np.array([cleaned.names[i] in position for i in dropped], dtype=bool)
     rows = dropped[known]
     labels = np.array([position[cleaned.names[i]] for i in rows], dtype=np.int64)
@@ -534,6 +580,18 @@ def build_datasets(
     d_ll, d_lab = _dropped_records(cleaned, names)
     out.sets["(b) captive / out of range: records cleaning drops"] = both(d_ll, d_lab)
     return out
+
+
+def _observations(splits: SpeciesSplits, split: str) -> Pairs:
+    """The observations of one split as pairs of a species with itself."""
+    rows = getattr(splits, split)
+    return Pairs(splits.records.lonlat[rows], splits.records.labels[rows], splits.records.labels[rows])
+
+
+def _observations_outside(cleaned: Cleaned, splits: SpeciesSplits) -> Pairs:
+    """Records the cleaning dropped as outside their range (:data:`OUTSIDE_RULES`)."""
+    lonlat, labels = _dropped_records(cleaned, splits.class_names, OUTSIDE_RULES)
+    return Pairs(lonlat, labels, labels)
 
 
 def _concat(*pairs: Pairs) -> Pairs:
@@ -609,13 +667,16 @@ def run_geoaware(options: GeoAwareOptions) -> str:
     val_pairs = _concat(datasets.val["linked"], datasets.val["genus"])
     fits = {source.name: fit_params(source, val_pairs) for source in (csp_source, kde, knn)}
     fits[BY_FREQUENCY] = fit_params(csp_source, val_pairs, "frequency")  # the rule of 87cbc36
-    val_obs = Pairs(
-        splits.records.lonlat[splits.val],
-        splits.records.labels[splits.val],
-        splits.records.labels[splits.val],
-    )
+    val_obs = _observations(splits, "val")
     csp_params = fits[csp_source.name][0]
-    threshold = float(np.quantile(range_ratios(csp_source, val_obs, csp_params)[0], OUT_OF_RANGE_QUANTILE))
+    range_fit = fit_range_check(
+        csp_source,
+        val_obs,
+        _observations(splits, "test"),
+        _observations_outside(cleaned, splits),
+        options.seed,
+    )
+    threshold = range_fit.threshold
     place_fit = fit_place_rule(cleaned, splits)
     sites = CaptiveSites(captive_places(cleaned, place_fit.rule))  # as build-captive writes it
     predictor.captive_sites = sites
@@ -629,7 +690,7 @@ def run_geoaware(options: GeoAwareOptions) -> str:
         results[set_name] = {}
         for kind, pairs in by_kind.items():
             csp_ratios = fusion_ratios(csp_source, pairs, csp_params)
-            ranges = range_ratios(csp_source, pairs, csp_params)
+            ranges = range_ratios(csp_source, pairs, range_fit.temperature)
             kde_params, knn_params, by_frequency = (fits[n][0] for n in (kde.name, knn.name, BY_FREQUENCY))
             results[set_name][kind] = {
                 "old rule (image × presence score)": old_rule(predictor, pairs),
@@ -661,6 +722,9 @@ def run_geoaware(options: GeoAwareOptions) -> str:
         "frequency": "training counts" if predictor.prior_meta.train.get("class_counts") else "uniform",
         "fits": {name: {"params": vars(p), "val_gain_pp": g} for name, (p, g) in fits.items()},
         "out_of_range_ratio": threshold,
+        "range_fit": vars(range_fit),
+        "range_check_is_shipped": (range_fit.temperature, round(threshold, 4))
+        == (RANGE_TEMPERATURE, round(OUT_OF_RANGE_RATIO, 4)),
         "val_pairs": {k: len(v) for k, v in datasets.val.items()},
         "captive_places": len(sites),
         "place_rule": vars(place_fit.rule),
@@ -710,9 +774,26 @@ def render_geoaware(report: dict, results: dict[str, dict[str, dict[str, Outcome
             f"{f['params']['ratio_max']:.3g}], expected top-1 gain {f['val_gain_pp']:.2f} pp"
             for name, f in report["fits"].items()
         )
-        + ". Out-of-range ratio (2 % quantile at validation observations): "
-        + f"{report['out_of_range_ratio']:.3g}; "
-        f"{report['captive_places']} known captive places.",
+        + f". {report['captive_places']} known captive places.",
+        "",
+        "Range check (csp.captive.range_ratio): range temperature "
+        f"{report['range_fit']['temperature']:g}, threshold {report['out_of_range_ratio']:.3g}"
+        + (
+            " (the shipped values)"
+            if report["range_check_is_shipped"]
+            else " (differs from the shipped values!)"
+        )
+        + ". Per temperature: the threshold (2 % quantile at validation observations), the share "
+        "of records the cleaning dropped as outside their range that fall below it (the fit's "
+        "half / the scored half), and the share of wild test observations that do (flagged in error):",
+        "",
+        "| T_r | threshold | outside, fit half % | outside, scored half % | wild test % |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {g['temperature']:g} | {g['threshold']:.3g} | {g['fit_pct']:.1f} | "
+            f"{g['scored_pct']:.1f} | {g['test_pct']:.1f} |"
+            for g in report["range_fit"]["grid"]
+        ),
         "",
         "Known captive places (csp.captive.PlaceRule) chosen on validation: "
         + ", ".join(f"{k} {v:g}" for k, v in report["place_rule"].items())

@@ -8,6 +8,7 @@ from train.geoaware import (
     Pairs,
     PriorSource,
     expected_gain,
+    fit_range_check,
     fusion_ratios,
     genus_pairs,
     pair_ratios,
@@ -62,8 +63,10 @@ def test_the_captive_check_reads_the_range_ratio_whatever_the_image_model():
     pairs = Pairs(np.zeros((1, 2)), np.array([0]), np.array([1]))
     params = FusionParams(alpha=1.0, ratio_min=0.01, ratio_max=100.0, prior_temperature=1.0)
     np.testing.assert_allclose(fusion_ratios(source, pairs, params), ([1.6], [0.4]))
-    ranges = range_ratios(source, pairs, params)
+    ranges = range_ratios(source, pairs, 1.0)
     np.testing.assert_allclose(ranges, ([0.8 / 0.9], [2.0]))
+    # at T_r = 0.5 the prior is squared and renormalised: [0.64, 0.04] / 0.68
+    np.testing.assert_allclose(range_ratios(source, pairs, 0.5), ([0.64 / 0.68 / 0.9], [0.04 / 0.68 / 0.1]))
     seen = []
 
     def captive(lonlat, top_ratio, c):
@@ -86,3 +89,25 @@ def test_rule_difference_pairs_the_two_rules_pair_by_pair():
     gain = np.mean([2 * (1 - c) - c if c < 0.8 else 0.0 for c in (0.55, 0.65, 0.75, 0.85, 0.95)]) * 100 / 4
     assert abs(difference["gain"][0] - gain) < 1e-9
     assert difference["fix"][1] <= 50.0 <= difference["fix"][2]
+
+
+def test_the_range_check_keeps_the_temperature_that_flags_most_records_outside():
+    # Two species; a prior that puts 0.9 on species 0 west of lon 0 and on species 1 east of it.
+    # Validation: species 0 in the west (ratio high); records outside: species 0 in the east.
+    def prior(x):
+        west = (x[:, 0] < 0)[:, None]
+        return np.where(west, [0.9, 0.1], [0.1, 0.9])
+
+    source = PriorSource("halves", prior, np.array([0.5, 0.5]))
+    west = np.column_stack([np.linspace(-50, -10, 50), np.zeros(50)])
+    east = np.column_stack([np.linspace(10, 50, 40), np.zeros(40)])
+    zeros = np.zeros(50, dtype=np.int64)
+    val = Pairs(west, zeros, zeros)
+    val.lonlat[0] = [20.0, 0.0]  # one validation observation outside: the 2 % quantile is low
+    outside = Pairs(east, zeros[:40], zeros[:40])
+    fit = fit_range_check(source, val, val, outside, seed=0)
+    assert [g["temperature"] for g in fit.grid] == [1.0, 0.5, 0.25, 0.125]
+    assert all(g["fit_pct"] == g["scored_pct"] for g in fit.grid)  # the halves are alike
+    assert fit.temperature == max(fit.grid, key=lambda g: g["fit_pct"])["temperature"]
+    chosen = next(g for g in fit.grid if g["temperature"] == fit.temperature)
+    assert chosen["threshold"] == fit.threshold and chosen["test_pct"] <= 4.0
