@@ -52,17 +52,15 @@ MOVED_COLUMNS = [
     "rank image-only",
     "rank geo-aware",
     PRIOR_LABEL,
-    "prior here ÷ species average",
     "factor applied",
 ]
 MOVED_NOTE = (
-    "How the location moved each class: **p(species | observation here)** is the location prior "
-    "at the photo, which geo-aware classification weighs each linked class by (the image model "
-    "learnt from equally many photos of every class, so a species common here gains over a rare "
-    "look-alike; clipped, so the prior alone never drives a class to zero, nor replaces an image "
-    "class of probability ≥ 0.8); **prior here ÷ species average** is how much more (> 1) or less "
-    "(< 1) common the species is here than on average, which flags a species far outside its "
-    "range; **factor applied** is geo-aware ÷ image-only probability."
+    "How the location moved each class: geo-aware classification multiplies each linked class's "
+    "image probability by its **p(species | observation here)**, the location prior at the photo "
+    "(the image model learnt from equally many photos of every class, so a species common here "
+    "gains over a rare look-alike), bounded so that the prior alone never drives a class to zero "
+    "nor replaces an image class of probability ≥ 0.8, then renormalises the linked classes; "
+    "**factor applied** is geo-aware ÷ image-only probability."
 )
 LINKED, NOT_LINKED = "linked", "not linked: image score kept"
 UNLINKED_NOTE = (
@@ -247,13 +245,13 @@ def _classification_tables(result: GeoClassification, linked: set[int]) -> tuple
 
 
 def _moved_row(move: Move) -> list:
-    """One ``MOVED_COLUMNS`` row: the ranks, the prior there, and the factor applied."""
+    """One ``MOVED_COLUMNS`` row: the ranks, the prior there (%, three significant digits: the
+    weights are small and differ by orders of magnitude) and the factor applied."""
     return [
         readable_class_name(move.name),
         move.rank_before,
         move.rank_after,
-        percent(move.prior),
-        round(move.ratio, 3),
+        float(f"{100.0 * move.prior:.3g}"),
         f"×{move.factor:.3g}",
     ]
 

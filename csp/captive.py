@@ -77,6 +77,10 @@ CAPTIVE_FILE = "captive_places.csv"
 CAPTIVE_COLUMNS = ("lon", "lat", "radius_km", "n_species", "n_records", "rule")
 MODES = ("wild", "captive", "auto")
 
+OUT_OF_RANGE_QUANTILE = 0.02
+"""Share of held-out wild observations whose true species' range ratio lies below
+:data:`OUT_OF_RANGE_RATIO` (the error rate of the far-outside-range flag, by construction)."""
+
 RANGE_TEMPERATURE = 0.5
 """``T_r`` of :func:`range_ratio`, fitted by ``python -m train experiment geoaware`` (module
 docstring; README section "Geo-aware classification")."""
@@ -364,8 +368,8 @@ def assess_captive(
         reasons.append(f"this looks like a zoo or park ({place.describe()})")
     if far:
         reasons.append(
-            f"{top_name} is far outside its species' known range (the prior here is "
-            f"{top_ratio:.2g}× its average level)"
+            f"{top_name} is far outside its species' known range (its prior here is lower than at "
+            f"{1 - OUT_OF_RANGE_QUANTILE:.0%} of wild observations of a species)"
         )
     message = ""
     if flagged:

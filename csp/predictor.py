@@ -63,16 +63,14 @@ class Move:
     """One image class whose rank the location changed (ranks 1-based over all image classes).
 
     ``prior``: p(species | x) at the photo (normalised over the prior's species), what the
-    fusion weighs the class by (:mod:`csp.fusion`); ``ratio``: its range ratio there
-    (:func:`csp.captive.range_ratio`, what flags a species far outside its range);
-    ``factor``: geo-aware / image probability of the class (the factor applied).
+    fusion weighs the class by (:mod:`csp.fusion`); ``factor``: geo-aware / image probability
+    of the class (the factor applied).
     """
 
     name: str
     rank_before: int
     rank_after: int
     prior: float
-    ratio: float
     factor: float
 
 
@@ -424,8 +422,10 @@ class Predictor:
         image_probs = fused.image_probs[0]
         top = int(np.argmax(image_probs))
         position = {int(i): j for j, i in enumerate(link.image_index)}
-        ranges = range_ratio(prior, self.class_frequency)[link.species_index]  # (L,)
-        top_ratio = float(ranges[position[top]]) if top in position else None
+        top_species = link.species_index[position[top]] if top in position else None
+        top_ratio = (
+            None if top_species is None else float(range_ratio(prior, self.class_frequency)[top_species])
+        )
         check = assess_captive(
             mode,
             self.captive_sites.at(lonlat),
@@ -448,7 +448,6 @@ class Predictor:
                         int(before[index]),
                         int(after[index]),
                         float(prior[link.species_index[j]]),
-                        float(ranges[j]),
                         factor,
                     )
                 )

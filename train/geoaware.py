@@ -23,6 +23,7 @@ from csp.baselines import KDE_BANDWIDTHS_KM, KNN_KS, KNNVote, SphericalKDE, sele
 from csp.captive import (
     CAPTIVE_FILE,
     MAX_WILD_COVERED,
+    OUT_OF_RANGE_QUANTILE,
     OUT_OF_RANGE_RATIO,
     PLACE_RULE,
     RANGE_TEMPERATURE,
@@ -156,7 +157,7 @@ ALPHAS = (0.25, 0.5, 0.75, 1.0)
 RATIO_MINS = (1e-3, 1e-2, 0.05, 0.1, 0.3, 1.0)
 RATIO_MAXS = (2.0, 5.0, 10.0, 30.0, 100.0, 1e3, 1e4)
 PRIOR_TEMPERATURES = (1.0, 0.5, 0.25, 0.125)
-OUT_OF_RANGE_QUANTILE = 0.02
+RANGE_TEMPERATURES = (*PRIOR_TEMPERATURES, 0.0625)
 BY_FREQUENCY = "CSP prior ÷ p(s)"
 """The fit of the rule as if the image model had learnt the prior's class frequencies."""
 
@@ -311,7 +312,7 @@ def fit_range_check(
     The other half and the test observations (wild: flagged in error) are scored."""
     fit_half = np.random.default_rng(seed).permutation(len(outside)) < len(outside) // 2
     grid = []
-    for t in PRIOR_TEMPERATURES:
+    for t in RANGE_TEMPERATURES:
         threshold = float(np.quantile(range_ratios(source, val_obs, t)[0], OUT_OF_RANGE_QUANTILE))
         below = range_ratios(source, outside, t)[0] < threshold
         grid.append(

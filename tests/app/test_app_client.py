@@ -87,7 +87,6 @@ def test_photo_location_and_classify(client, gps_photo):
         "rank image-only",
         "rank geo-aware",
         "p(species | observation here) %",
-        "prior here ÷ species average",
         "factor applied",
     ]
     captive = client.predict(handle_file(str(gps_photo)), location, "captive", api_name="/classify")

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from csp.captive import range_ratio
@@ -118,6 +118,8 @@ def _cases(draw):
     confidence = draw(st.floats(CONFIDENT, 1.0))
     rest = np.array(draw(st.lists(st.floats(0.0, 1.0), min_size=k - 1, max_size=k - 1))) + 1e-9
     probs = np.insert(rest / rest.sum() * (1 - confidence), top, confidence)
+    probs /= probs.sum()  # as fuse() reads them; the guarantee is for p >= c after this
+    assume(probs[top] >= CONFIDENT)
     c = draw(st.integers(1, 5))
     linked = draw(st.lists(st.integers(0, k - 1), unique=True, max_size=k))
     link = {i: draw(st.integers(0, c - 1)) for i in linked}

@@ -4,6 +4,7 @@ import numpy as np
 
 from csp.fusion import FusionParams
 from train.geoaware import (
+    RANGE_TEMPERATURES,
     Outcome,
     Pairs,
     PriorSource,
@@ -106,7 +107,7 @@ def test_the_range_check_keeps_the_temperature_that_flags_most_records_outside()
     val.lonlat[0] = [20.0, 0.0]  # one validation observation outside: the 2 % quantile is low
     outside = Pairs(east, zeros[:40], zeros[:40])
     fit = fit_range_check(source, val, val, outside, seed=0)
-    assert [g["temperature"] for g in fit.grid] == [1.0, 0.5, 0.25, 0.125]
+    assert [g["temperature"] for g in fit.grid] == list(RANGE_TEMPERATURES)
     assert all(g["fit_pct"] == g["scored_pct"] for g in fit.grid)  # the halves are alike
     assert fit.temperature == max(fit.grid, key=lambda g: g["fit_pct"])["temperature"]
     chosen = next(g for g in fit.grid if g["temperature"] == fit.temperature)
