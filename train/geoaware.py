@@ -11,6 +11,7 @@ observations the default build uses and writes the zoo rule's places to
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -724,8 +725,8 @@ def run_geoaware(options: GeoAwareOptions) -> str:
         "fits": {name: {"params": vars(p), "val_gain_pp": g} for name, (p, g) in fits.items()},
         "out_of_range_ratio": threshold,
         "range_fit": vars(range_fit),
-        "range_check_is_shipped": (range_fit.temperature, round(threshold, 4))
-        == (RANGE_TEMPERATURE, round(OUT_OF_RANGE_RATIO, 4)),
+        "range_check_is_shipped": range_fit.temperature == RANGE_TEMPERATURE
+        and math.isclose(threshold, OUT_OF_RANGE_RATIO, rel_tol=0.01),
         "val_pairs": {k: len(v) for k, v in datasets.val.items()},
         "captive_places": len(sites),
         "place_rule": vars(place_fit.rule),
