@@ -258,6 +258,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             out=Path(args.out or "runs/prior-seeds"),
             features=Path(args.features),
             seeds=_seeds(args.seeds or "0,1,2,3,4"),
+            split_seed=args.split_seed,
         )
         print(run_prior_seeds(prior_options))
         return 0
@@ -435,6 +436,9 @@ def _add_experiment(commands: argparse._SubParsersAction) -> None:
     fewshot.add_argument("--encodings", help="position encodings (default: the shipped preset's)")
     fewshot.add_argument("--fractions", help="label fractions (default 0.05,0.1,0.2,1.0)")
     experiment.add_argument("--seeds", help="training seeds (default 0,1,2,3,4)")
+    experiment.add_argument(
+        "--split-seed", type=int, default=0, help="prior: the leak-free split's seed (default 0, shipped)"
+    )
     fewshot.add_argument(
         "--methods", help="sup-only and pre-training presets (default: sup-only and the build's)"
     )
