@@ -369,8 +369,9 @@ def assess_captive(
         reasons.append(f"this looks like a zoo or park ({place.describe()})")
     if far:
         reasons.append(
-            f"{top_name} is far outside its species' known range (its prior here is lower than at "
-            f"{1 - OUT_OF_RANGE_QUANTILE:.0%} of wild observations of a species)"
+            f"{top_name} is far outside its species' known range (the prior gives it less here "
+            f"than {100 * (1 - OUT_OF_RANGE_QUANTILE):.0f} % of held-out wild observations get "
+            "for their own species)"
         )
     message = ""
     if flagged:

@@ -141,6 +141,7 @@ def test_flag_and_modes(requested, place, prob, ratio, mode, flagged):
         assert "zoo or park" in check.message
     if ratio is not None and ratio < 0.05 and prob >= CONFIDENT:
         assert "lion is far outside its species' known range" in check.message.lower()
+        assert "than 98 % of held-out wild observations get for their own species" in check.message
 
 
 def test_unknown_mode_is_refused():
