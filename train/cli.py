@@ -270,6 +270,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         "methods": args.methods and tuple(args.methods.split(",")),
         "fractions": args.fractions and tuple(float(f) for f in args.fractions.split(",")),
         "pretrain_epochs": args.pretrain_epochs,
+        "patience": args.patience,
     }
     options = FewShotOptions(
         out=Path(args.out or "runs/fewshot"),
@@ -444,6 +445,11 @@ def _add_experiment(commands: argparse._SubParsersAction) -> None:
     )
     fewshot.add_argument(
         "--pretrain-epochs", type=int, help="default: the build's (BuildPlan.pretrain_epochs)"
+    )
+    fewshot.add_argument(
+        "--patience",
+        type=int,
+        help="fine-tuning: epochs without a better validation MRR before it stops (FewShotOptions.patience)",
     )
     where = experiment.add_argument_group("where (image -> location benchmark, train/where.py)")
     where.add_argument(
