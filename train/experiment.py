@@ -411,40 +411,36 @@ def comparisons(cells: dict[tuple[str, str, float], Cell], fraction: float) -> l
     return pairs
 
 
-def _metric_table(cells: dict, fractions: list[float], metric: str, encodings: set[str]) -> list[str]:
+def _grid_table(
+    cells: dict, fractions: list[float], encodings: set[str], keys: set[tuple], text: Callable[[Cell], str]
+) -> list[str]:
+    """Markdown rows = methods (``keys``, in the table's order), columns = label fractions, each
+    cell ``text(cell)`` ("–" where a method has no run at a fraction)."""
     lines = ["| method | " + " | ".join(map(_percent, fractions)) + " |", "|---|" + "---|" * len(fractions)]
-    most = max(len(c.seeds) for c in cells.values())
-    for key in sorted({k[:2] for k in cells}, key=_order):
-        row = []
-        for fraction in fractions:
-            cell = cells.get((*key, fraction))
-            if cell is None:
-                row.append("–")
-                continue
-            values = cell.per_seed(metric)
-            text = f"{values.mean():.2f}" + (f" ± {sample_sd(values):.2f}" if len(values) > 1 else "")
-            text += f" (n={len(values)})" if len(values) != most else ""
-            row.append(text + (" †" if cell.capped else ""))
+    for key in sorted(keys, key=_order):
+        row = [text(cells[(*key, f)]) if (*key, f) in cells else "–" for f in fractions]
         lines.append(f"| {_label(*key, encodings)} | " + " | ".join(row) + " |")
     return lines
+
+
+def _metric_table(cells: dict, fractions: list[float], metric: str, encodings: set[str]) -> list[str]:
+    most = max(len(c.seeds) for c in cells.values())
+
+    def text(cell: Cell) -> str:
+        values = cell.per_seed(metric)
+        out = f"{values.mean():.2f}" + (f" ± {sample_sd(values):.2f}" if len(values) > 1 else "")
+        out += f" (n={len(values)})" if len(values) != most else ""
+        return out + (" †" if cell.capped else "")
+
+    return _grid_table(cells, fractions, encodings, {k[:2] for k in cells}, text)
 
 
 def _convergence_table(cells: dict, fractions: list[float], encodings: set[str]) -> list[str]:
-    lines = [
-        "| method | " + " | ".join(map(_percent, fractions)) + " |",
-        "|---|" + "---|" * len(fractions),
-    ]
-    for key in sorted({k[:2] for k in cells if k[0]}, key=_order):
-        row = []
-        for fraction in fractions:
-            cell = cells.get((*key, fraction))
-            if cell is None:
-                row.append("–")
-                continue
-            stopped = f"{len(cell.seeds) - cell.capped}/{len(cell.seeds)}"
-            row.append(f"{stopped} (epochs {min(cell.epochs)}–{max(cell.epochs)})")
-        lines.append(f"| {_label(*key, encodings)} | " + " | ".join(row) + " |")
-    return lines
+    def text(cell: Cell) -> str:
+        stopped = f"{len(cell.seeds) - cell.capped}/{len(cell.seeds)}"
+        return f"{stopped} (epochs {min(cell.epochs)}–{max(cell.epochs)})"
+
+    return _grid_table(cells, fractions, encodings, {k[:2] for k in cells if k[0]}, text)
 
 
 def _settings_lines(cells: dict, fractions: list[float]) -> list[str]:
