@@ -312,17 +312,21 @@ def fit_range_check(
     most of a seeded half of ``outside`` (records the cleaning dropped as outside their range).
     The other half and the test observations (wild: flagged in error) are scored."""
     fit_half = np.random.default_rng(seed).permutation(len(outside)) < len(outside) // 2
+    # The prior is read once per set, at every temperature of the grid.
+    val, out, test = (
+        pair_ratios(source, p, RANGE_TEMPERATURES, "frequency") for p in (val_obs, outside, test_obs)
+    )
     grid = []
     for t in RANGE_TEMPERATURES:
-        threshold = float(np.quantile(range_ratios(source, val_obs, t)[0], OUT_OF_RANGE_QUANTILE))
-        below = range_ratios(source, outside, t)[0] < threshold
+        threshold = float(np.quantile(val[t][0], OUT_OF_RANGE_QUANTILE))
+        below = out[t][0] < threshold
         grid.append(
             {
                 "temperature": t,
                 "threshold": threshold,
                 "fit_pct": 100 * float(below[fit_half].mean()),
                 "scored_pct": 100 * float(below[~fit_half].mean()),
-                "test_pct": 100 * float((range_ratios(source, test_obs, t)[0] < threshold).mean()),
+                "test_pct": 100 * float((test[t][0] < threshold).mean()),
             }
         )
     best = max(grid, key=lambda row: row["fit_pct"])
